@@ -1,0 +1,276 @@
+"""Building blocks every device kind is made of.
+
+A device kind is pure description: a pydantic payload model, a table of field specs (units,
+physical ranges, InfluxDB types), codecs that turn wire bytes into raw readings, and a
+simulator profile. Nothing here does I/O or knows about the gateway.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Protocol
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+FieldType = Literal["float", "int", "bool", "str"]
+TopicKind = Literal["telemetry", "event", "status"]
+TOPIC_KINDS: tuple[TopicKind, ...] = ("telemetry", "event", "status")
+
+#: Largest JSON array a device may send as one batch.
+MAX_BATCH_ITEMS = 1000
+
+
+class DecodeError(ValueError):
+    """A payload was rejected; ``reason`` is a short stable code used for counting."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One reading a device kind reports: how it is typed, measured and bounded."""
+
+    key: str
+    type: FieldType
+    unit: str = ""
+    minimum: float | None = None
+    maximum: float | None = None
+    description: str = ""
+    choices: tuple[str, ...] = ()
+
+
+#: Fields every kind may carry (signal, battery, firmware, sequence number).
+COMMON_FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("battery", "float", "%", 0, 100, "battery level; absent for mains devices"),
+    FieldSpec("rsrp", "float", "dBm", -140, -44, "NB-IoT reference signal received power"),
+    FieldSpec("snr", "float", "dB", -20, 30, "NB-IoT signal-to-noise ratio"),
+    FieldSpec("rssi", "float", "dBm", -140, 0, "received signal strength (LoRaWAN, Wi-Fi)"),
+    FieldSpec("seq", "int", "", 0, None, "device sequence number"),
+    FieldSpec("fw", "str", "", None, None, "firmware version"),
+)
+
+
+def parse_device_ts(value: object) -> int | None:
+    """Turn a device timestamp (epoch ms number or ISO 8601 string) into epoch nanoseconds."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("ts must be epoch milliseconds or an ISO 8601 string, not a boolean")
+    if isinstance(value, int | float):
+        # Epoch ms between 2000-01-01 and 2100-01-01: anything else is a unit mistake.
+        if not 946_684_800_000 <= value <= 4_102_444_800_000:
+            raise ValueError(f"ts {value} is not epoch milliseconds between 2000 and 2100")
+        return int(value * 1_000_000)
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError as err:
+            raise ValueError(f"ts {value!r} is not ISO 8601") from err
+        if parsed.tzinfo is None:
+            raise ValueError(f"ts {value!r} has no time zone offset")
+        return int(parsed.timestamp() * 1_000_000) * 1000
+    raise ValueError("ts must be epoch milliseconds or an ISO 8601 string")
+
+
+class Reading(BaseModel):
+    """Base payload model: what every device kind's message may carry.
+
+    ``ts`` is normalised to epoch nanoseconds. Unknown keys are refused so an integrator
+    learns at once that a payload does not match the model.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ts: int | None = None
+    seq: int | None = Field(default=None, ge=0)
+    device_id: str | None = Field(default=None, max_length=128)
+    fw: str | None = Field(default=None, max_length=64)
+    battery: float | None = Field(default=None, ge=0, le=100)
+    rsrp: float | None = Field(default=None, ge=-140, le=-44)
+    snr: float | None = Field(default=None, ge=-20, le=30)
+    rssi: float | None = Field(default=None, ge=-140, le=0)
+
+    @field_validator("ts", mode="before")
+    @classmethod
+    def _normalise_ts(cls, value: object) -> int | None:
+        return parse_device_ts(value)
+
+
+class Codec(Protocol):
+    """Turns wire bytes into raw readings (dicts validated by the kind's model) and back."""
+
+    name: str
+
+    def decode(self, payload: bytes) -> list[dict[str, Any]]:
+        """Decode one payload into one or more raw readings; raise DecodeError."""
+        ...
+
+    def encode(self, reading: Mapping[str, Any]) -> bytes:
+        """Encode one raw reading (used by simulators)."""
+        ...
+
+
+class JsonCodec:
+    """JSON object, or a JSON array of objects for a batch."""
+
+    name = "json"
+
+    def decode(self, payload: bytes) -> list[dict[str, Any]]:
+        """Parse the payload; errors name what is wrong (UTF-8, syntax, shape)."""
+        try:
+            doc = orjson.loads(payload)
+        except orjson.JSONDecodeError as err:
+            try:
+                payload.decode("utf-8")
+            except UnicodeDecodeError as uerr:
+                raise DecodeError("not_utf8", f"byte {uerr.start} is not UTF-8") from err
+            raise DecodeError("malformed_json", str(err)) from err
+        if isinstance(doc, dict):
+            return [doc]
+        if isinstance(doc, list):
+            if not doc:
+                raise DecodeError("not_object", "empty JSON array")
+            if len(doc) > MAX_BATCH_ITEMS:
+                raise DecodeError(
+                    "batch_too_large", f"{len(doc)} items, at most {MAX_BATCH_ITEMS} allowed"
+                )
+            for index, item in enumerate(doc):
+                if not isinstance(item, dict):
+                    raise DecodeError(
+                        "not_object", f"batch item {index} is {type(item).__name__}, not object"
+                    )
+            return doc
+        raise DecodeError("not_object", f"payload is a JSON {type(doc).__name__}, not an object")
+
+    def encode(self, reading: Mapping[str, Any]) -> bytes:
+        """Serialise one reading as a JSON object."""
+        return orjson.dumps(dict(reading))
+
+
+JSON_CODEC = JsonCodec()
+
+_RANGE_ERRORS = {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}
+
+
+def explain_validation(kind: str, err: ValidationError) -> DecodeError:
+    """Translate a pydantic error into our reason codes with a readable first problem."""
+    first = err.errors(include_url=False)[0]
+    where = ".".join(str(p) for p in first["loc"]) or "payload"
+    etype = first["type"]
+    if etype in _RANGE_ERRORS:
+        reason = "out_of_range"
+    elif etype == "extra_forbidden":
+        reason = "unknown_field"
+    elif etype == "missing":
+        reason = "missing_field"
+    else:
+        reason = "wrong_type"
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    value = first.get("input")
+    shown = "" if reason in {"missing_field"} else f" (got {value!r:.60})"
+    return DecodeError(reason, f"{kind}.{where}: {first['msg']}{shown}{more}")
+
+
+@dataclass(frozen=True, slots=True)
+class SimMessage:
+    """One message a simulated device publishes on ``scc/v1/<id>/<topic_kind>``."""
+
+    topic_kind: TopicKind
+    payload: bytes
+
+
+class DeviceSimulator(ABC):
+    """Behaviour of one simulated device.
+
+    Pure and deterministic: time is passed in, randomness comes from the injected ``rng``.
+    The fleet runner owns the clock and the MQTT connection.
+    """
+
+    #: Names accepted by ``start_incident`` (e.g. "fire", "overflow").
+    incidents: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        device_id: str,
+        codec: Codec,
+        params: Mapping[str, str],
+        rng: random.Random,
+        heartbeat_s: float,
+    ) -> None:
+        self.device_id = device_id
+        self.codec = codec
+        self.params = params
+        self.rng = rng
+        self.heartbeat_s = heartbeat_s
+        self.seq = 0
+
+    def next_seq(self) -> int:
+        """Sequence numbers increase by one per reading, as real devices do."""
+        self.seq += 1
+        return self.seq
+
+    @abstractmethod
+    def step(self, now: float) -> list[SimMessage]:
+        """Advance the device to ``now`` (epoch seconds); return the messages due."""
+
+    @abstractmethod
+    def start_incident(self, name: str, now: float) -> list[SimMessage]:
+        """Begin a scripted incident; return messages to send at once."""
+
+    def bad_payload(self) -> SimMessage:
+        """A malformed message of a kind that real devices do send."""
+        choice = self.rng.randrange(4)
+        if choice == 0:
+            return SimMessage("telemetry", b'{"battery": 50, "ts": ')
+        if choice == 1:
+            return SimMessage("telemetry", b'{"battery": "full"}')
+        if choice == 2:
+            return SimMessage("telemetry", b'{"battery": 250}')
+        return SimMessage("telemetry", b"\xff\xfe\x00garbage")
+
+
+Derive = Callable[[dict[str, Any], Mapping[str, str]], dict[str, Any]]
+
+
+def _no_derive(raw: dict[str, Any], params: Mapping[str, str]) -> dict[str, Any]:
+    return raw
+
+
+@dataclass(frozen=True)
+class DeviceKind:
+    """Everything the rest of the system knows about one kind of device."""
+
+    name: str
+    title_zh: str
+    title_en: str
+    model: type[Reading]
+    fields: tuple[FieldSpec, ...]
+    heartbeat_s: int
+    simulator: type[DeviceSimulator]
+    folder: Path
+    codecs: Mapping[str, Codec] = field(default_factory=lambda: {"json": JSON_CODEC})
+    #: Fills derived readings from install parameters (bin fill % from its depth).
+    derive: Derive = _no_derive
+
+    def validate(self, raw: dict[str, Any], params: Mapping[str, str]) -> Reading:
+        """Validate one raw reading; raise DecodeError with a reason code."""
+        try:
+            return self.model.model_validate(self.derive(raw, params))
+        except ValidationError as err:
+            raise explain_validation(self.name, err) from err
+
+    def field(self, key: str) -> FieldSpec:
+        """The spec of one field, KeyError if the kind has none of that name."""
+        for spec in self.fields:
+            if spec.key == key:
+                return spec
+        raise KeyError(f"{self.name} has no field {key!r}")

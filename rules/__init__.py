@@ -1,0 +1,1 @@
+"""Rules engine: rule schema, loading and validation, evaluation (see issue 3)."""
