@@ -1,0 +1,1 @@
+"""Smart-community gateway: MQTT ingest, pipeline, sinks, alerts, work orders and API."""

@@ -1,0 +1,91 @@
+"""Gateway settings: validated without I/O, built from a YAML file, environment and flags.
+
+Precedence: command-line flags > environment (``SCC_<FIELD>``) > YAML file > defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Settings(BaseModel):
+    """Everything the running gateway needs; see README for the meaning of each."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field("gw1", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    state_dir: Path = Path("var")
+    db_url: str = ""  # default: sqlite under state_dir
+
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(1883, ge=1, le=65535)
+    mqtt_username: str | None = None
+    mqtt_password: str | None = None
+    mqtt_client_id: str = ""  # default: scc-gateway-<name>
+    mqtt_qos: Literal[0, 1] = 1
+    mqtt_topic_filter: str = "scc/v1/+/+"
+    receive_maximum: int = Field(30_000, ge=1, le=65535)
+    batch_max: int = Field(5000, ge=1, le=100_000)
+    linger_ms: float = Field(20.0, ge=0, le=5000)
+    max_payload_bytes: int = Field(65536, ge=64, le=1 << 20)
+
+    influx_version: Literal[1, 2] = 1
+    influx_url: str = "http://127.0.0.1:8086"
+    influx_database: str = "scc"
+    influx_retention_policy: str | None = None
+    influx_username: str | None = None
+    influx_password: str | None = None
+    influx_org: str = ""
+    influx_bucket: str = ""
+    influx_token: str = ""
+    influx_max_request_bytes: int = Field(1 << 20, ge=1024)
+
+    spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
+    spool_fsync: bool = True
+    stats_interval_s: float = Field(5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_influx(self) -> Settings:
+        if not self.influx_url.startswith(("http://", "https://")):
+            raise ValueError(f"influx_url {self.influx_url!r} must start with http:// or https://")
+        if self.influx_version == 2 and not (
+            self.influx_org and self.influx_bucket and self.influx_token
+        ):
+            raise ValueError("influx_version 2 needs influx_org, influx_bucket and influx_token")
+        return self
+
+    @property
+    def database_url(self) -> str:
+        """The registry database URL (SQLite file under the state directory by default)."""
+        return self.db_url or f"sqlite:///{self.state_dir / 'gateway.db'}"
+
+    @property
+    def client_id(self) -> str:
+        """The MQTT client id: stable, so the broker keeps our persistent session."""
+        return self.mqtt_client_id or f"scc-gateway-{self.name}"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Where the durable spool lives."""
+        return self.state_dir / "spool" / self.name
+
+
+def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Merge YAML file, ``SCC_*`` environment variables and explicit overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: expected a mapping of settings")
+        data.update(loaded)
+    for key in Settings.model_fields:
+        env = os.environ.get(f"SCC_{key.upper()}")
+        if env is not None:
+            data[key] = env
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return Settings.model_validate(data)

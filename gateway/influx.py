@@ -1,0 +1,262 @@
+"""InfluxDB writers (v1 HTTP API and v2/v3 API via influxdb-client) and the spool drainer.
+
+Errors are sorted the way Telegraf's influxdb_v2 output does it: retryable (network,
+timeouts, 429, 5xx) keeps the data in the spool and backs off with jitter; a batch rejected
+for a bad point (400) is split in halves until the bad lines are isolated, and only those go
+to the dead-letter store.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import logging
+import random
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, cast
+
+from gateway.spool import Chunk, Spool
+
+log = logging.getLogger(__name__)
+
+
+class WriteError(Exception):
+    """A write failed; ``retryable`` says whether sending the same data again may succeed."""
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
+def classify(status: int, body: str) -> WriteError:
+    """Map an HTTP failure to retryable or not (a 400 means the data itself is bad)."""
+    text = body.strip()[:300]
+    if status in (400, 413, 422):
+        return WriteError(f"HTTP {status}: {text}", retryable=False, status=status)
+    return WriteError(f"HTTP {status}: {text}", retryable=True, status=status)
+
+
+class LineWriter(Protocol):
+    """Writes newline-separated line protocol (nanosecond precision)."""
+
+    def write(self, body: bytes) -> None:
+        """Store the lines or raise WriteError."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class V1Target:
+    """InfluxDB 1.x: database, retention policy, optional user/password."""
+
+    url: str = "http://127.0.0.1:8086"
+    database: str = "scc"
+    retention_policy: str | None = None
+    username: str | None = None
+    password: str | None = None
+    timeout_s: float = 10.0
+
+
+class V1Writer:
+    """POST /write?db=..&rp=..&precision=ns over one kept-alive HTTP connection."""
+
+    def __init__(self, target: V1Target) -> None:
+        self.target = target
+        parsed = urllib.parse.urlsplit(target.url)
+        self._host = parsed.hostname or "127.0.0.1"
+        self._port = parsed.port or 8086
+        params = {"db": target.database, "precision": "ns"}
+        if target.retention_policy:
+            params["rp"] = target.retention_policy
+        self._path = f"{parsed.path.rstrip('/')}/write?{urllib.parse.urlencode(params)}"
+        self._headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if target.username is not None:
+            token = f"{target.username}:{target.password or ''}".encode()
+            self._headers["Authorization"] = "Basic " + base64.b64encode(token).decode()
+        self._conn: http.client.HTTPConnection | None = None
+
+    def write(self, body: bytes) -> None:
+        """Send one request; raise WriteError on any failure."""
+        try:
+            if self._conn is None:
+                self._conn = http.client.HTTPConnection(
+                    self._host, self._port, timeout=self.target.timeout_s
+                )
+            self._conn.request("POST", self._path, body=body, headers=self._headers)
+            response = self._conn.getresponse()
+            text = response.read().decode("utf-8", "replace")
+        except (OSError, http.client.HTTPException) as err:
+            self.close()
+            raise WriteError(f"InfluxDB unreachable: {err}", retryable=True) from err
+        if response.status != 204:
+            raise classify(response.status, text)
+
+    def close(self) -> None:
+        """Drop the connection (it is reopened on the next write)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+@dataclass(frozen=True, slots=True)
+class V2Target:
+    """InfluxDB 2.x / 3.x: org, bucket and token."""
+
+    url: str
+    org: str
+    bucket: str
+    token: str
+    timeout_s: float = 10.0
+
+
+class V2Writer:
+    """Writes through influxdb-client's synchronous WriteApi (POST /api/v2/write)."""
+
+    def __init__(self, target: V2Target) -> None:
+        from influxdb_client.client.influxdb_client import InfluxDBClient
+        from influxdb_client.client.write_api import SYNCHRONOUS
+        from influxdb_client.domain.write_precision import WritePrecision
+
+        self.target = target
+        self._precision = cast(WritePrecision, WritePrecision.NS)
+        self._client = InfluxDBClient(
+            url=target.url,
+            token=target.token,
+            org=target.org,
+            timeout=int(target.timeout_s * 1000),
+            enable_gzip=False,
+        )
+        self._api = self._client.write_api(write_options=SYNCHRONOUS)
+
+    def write(self, body: bytes) -> None:
+        """Send one request; raise WriteError on any failure."""
+        from influxdb_client.rest import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            self._api.write(
+                bucket=self.target.bucket,
+                org=self.target.org,
+                record=body,
+                write_precision=self._precision,
+            )
+        except ApiException as err:
+            raise classify(int(err.status or 0), str(err.body or err.reason)) from err
+        except (OSError, HTTPError) as err:
+            raise WriteError(f"InfluxDB unreachable: {err}", retryable=True) from err
+
+    def close(self) -> None:
+        """Close the client."""
+        self._client.close()  # type: ignore[no-untyped-call]
+
+
+@dataclass(slots=True)
+class DrainStats:
+    """What the drainer has done, for metrics and the demo printout."""
+
+    written_lines: int = 0
+    write_requests: int = 0
+    retries: int = 0
+    rejected_lines: int = 0
+    last_error: str = ""
+    last_batch_lines: int = 0
+    last_batch_seconds: float = 0.0
+
+
+RejectSink = Callable[[bytes, str], None]
+
+
+class Drainer:
+    """Moves spooled line protocol to InfluxDB in order, from a thread of its own."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        writer: LineWriter,
+        on_reject: RejectSink,
+        max_request_bytes: int = 1 << 20,
+        backoff_min_s: float = 0.2,
+        backoff_max_s: float = 30.0,
+    ) -> None:
+        self.spool = spool
+        self.writer = writer
+        self.on_reject = on_reject
+        self.max_request_bytes = max_request_bytes
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = backoff_max_s
+        self.stats = DrainStats()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the drain thread."""
+        self._thread = threading.Thread(target=self._run, name="influx-drainer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after the current request; what is left stays spooled for the next start."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.writer.close()
+
+    def drained(self) -> bool:
+        """True when nothing is waiting in the spool."""
+        return self.spool.depth_bytes() == 0
+
+    def _run(self) -> None:
+        delay = self.backoff_min_s
+        while not self._stop.is_set():
+            if not self.spool.wait_for_data(0.5):
+                continue
+            chunk = self.spool.read(self.max_request_bytes)
+            if chunk is None:
+                continue
+            if not chunk.records:  # only corrupt records, already counted by the spool
+                self.spool.commit(chunk)
+                continue
+            try:
+                self._write_chunk(chunk)
+            except WriteError as err:
+                self.stats.retries += 1
+                self.stats.last_error = str(err)
+                log.warning("InfluxDB write failed, retrying in <= %.1f s: %s", delay, err)
+                self._stop.wait(random.uniform(self.backoff_min_s, delay))
+                delay = min(delay * 2, self.backoff_max_s)
+                continue
+            delay = self.backoff_min_s
+            self.spool.commit(chunk)
+
+    def _write_chunk(self, chunk: Chunk) -> None:
+        body = b"\n".join(chunk.records)
+        started = time.perf_counter()
+        self._write_splitting(body)
+        self.stats.last_batch_seconds = time.perf_counter() - started
+        self.stats.last_batch_lines = body.count(b"\n") + 1
+
+    def _write_splitting(self, body: bytes) -> None:
+        """Write; on a data error split in halves so only the bad lines are rejected."""
+        try:
+            self.writer.write(body)
+            self.stats.write_requests += 1
+            self.stats.written_lines += body.count(b"\n") + 1
+            return
+        except WriteError as err:
+            if err.retryable:
+                raise
+            lines = body.split(b"\n")
+            if len(lines) == 1:
+                self.stats.rejected_lines += 1
+                self.on_reject(body, str(err))
+                return
+        half = len(lines) // 2
+        self._write_splitting(b"\n".join(lines[:half]))
+        self._write_splitting(b"\n".join(lines[half:]))

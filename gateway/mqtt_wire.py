@@ -1,0 +1,176 @@
+"""MQTT 5 wire format: the few packets a subscribing gateway sends and receives.
+
+Kept apart from the connection logic so it can be tested byte for byte and fuzzed. Only the
+parts a receive-only client needs are here: CONNECT, SUBSCRIBE, PUBACK (batched), PINGREQ,
+DISCONNECT out; CONNACK, SUBACK, PUBLISH, PINGRESP, DISCONNECT in.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+CONNECT = 0x10
+CONNACK = 0x20
+PUBLISH = 0x30
+PUBACK = 0x40
+SUBSCRIBE = 0x82
+SUBACK = 0x90
+PINGREQ = b"\xc0\x00"
+PINGRESP = 0xD0
+DISCONNECT_NORMAL = b"\xe0\x00"
+DISCONNECT = 0xE0
+
+PROP_SESSION_EXPIRY = 0x11
+PROP_RECEIVE_MAXIMUM = 0x21
+PROP_MAXIMUM_PACKET_SIZE = 0x27
+
+MAX_REMAINING_LENGTH = 268_435_455
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that are not valid MQTT 5; the connection must be dropped."""
+
+
+def encode_varint(value: int) -> bytes:
+    """MQTT variable byte integer."""
+    if not 0 <= value <= MAX_REMAINING_LENGTH:
+        raise ValueError(f"variable byte integer out of range: {value}")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def decode_varint(buf: bytes | bytearray, pos: int) -> tuple[int, int] | None:
+    """Decode a variable byte integer at ``pos``: (value, next position), None if incomplete."""
+    value = 0
+    shift = 0
+    end = len(buf)
+    for _ in range(4):
+        if pos >= end:
+            return None
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    raise ProtocolError("variable byte integer longer than 4 bytes")
+
+
+def _utf8(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    if len(raw) > 0xFFFF:
+        raise ValueError("MQTT string longer than 65535 bytes")
+    return struct.pack("!H", len(raw)) + raw
+
+
+def _packet(first: int, body: bytes) -> bytes:
+    return bytes([first]) + encode_varint(len(body)) + body
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectOptions:
+    """What the gateway asks of the broker when it connects."""
+
+    client_id: str
+    keepalive_s: int = 30
+    clean_start: bool = False
+    session_expiry_s: int = 7 * 24 * 3600
+    receive_maximum: int = 30_000
+    maximum_packet_size: int = 1 << 20
+    username: str | None = None
+    password: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.receive_maximum <= 65535:
+            raise ValueError("receive_maximum must be 1..65535")
+        if not 0 <= self.keepalive_s <= 65535:
+            raise ValueError("keepalive_s must be 0..65535")
+
+
+def connect_packet(opts: ConnectOptions) -> bytes:
+    """CONNECT with session expiry, receive maximum (our in-flight window) and packet limit."""
+    flags = 0x02 if opts.clean_start else 0
+    payload = _utf8(opts.client_id)
+    if opts.username is not None:
+        flags |= 0x80
+        payload += _utf8(opts.username)
+    if opts.password is not None:
+        flags |= 0x40
+        payload += _utf8(opts.password)
+    props = (
+        struct.pack("!BI", PROP_SESSION_EXPIRY, opts.session_expiry_s)
+        + struct.pack("!BH", PROP_RECEIVE_MAXIMUM, opts.receive_maximum)
+        + struct.pack("!BI", PROP_MAXIMUM_PACKET_SIZE, opts.maximum_packet_size)
+    )
+    body = (
+        _utf8("MQTT")
+        + bytes([5, flags])
+        + struct.pack("!H", opts.keepalive_s)
+        + encode_varint(len(props))
+        + props
+        + payload
+    )
+    return _packet(CONNECT, body)
+
+
+def subscribe_packet(packet_id: int, filters: list[str], qos: int) -> bytes:
+    """SUBSCRIBE to each filter at ``qos``."""
+    body = struct.pack("!H", packet_id) + b"\x00"
+    for topic_filter in filters:
+        body += _utf8(topic_filter) + bytes([qos & 0x03])
+    return _packet(SUBSCRIBE, body)
+
+
+def puback_packets(mids: list[int]) -> bytes:
+    """PUBACKs for many packet ids in one buffer, in the order given (MQTT requires order)."""
+    # Each PUBACK with success and no properties is 0x40 0x02 <mid hi> <mid lo>.
+    return struct.pack(f"!{len(mids)}I", *[0x40020000 | mid for mid in mids])
+
+
+@dataclass(frozen=True, slots=True)
+class Connack:
+    """The broker's answer to CONNECT."""
+
+    session_present: bool
+    reason_code: int
+
+
+def parse_connack(body: bytes) -> Connack:
+    """Parse the CONNACK body (flags, reason code; properties ignored)."""
+    if len(body) < 2:
+        raise ProtocolError("CONNACK shorter than 2 bytes")
+    return Connack(bool(body[0] & 0x01), body[1])
+
+
+def parse_suback(body: bytes) -> list[int]:
+    """Reason codes of a SUBACK (one per filter; >= 0x80 is a refusal)."""
+    if len(body) < 3:
+        raise ProtocolError("SUBACK too short")
+    decoded = decode_varint(body, 2)
+    if decoded is None:
+        raise ProtocolError("SUBACK properties truncated")
+    props_len, pos = decoded
+    return list(body[pos + props_len :])
+
+
+CONNACK_REASONS = {
+    0x80: "unspecified error",
+    0x81: "malformed packet",
+    0x82: "protocol error",
+    0x84: "unsupported protocol version",
+    0x85: "client identifier not valid",
+    0x86: "bad user name or password",
+    0x87: "not authorized",
+    0x88: "server unavailable",
+    0x89: "server busy",
+    0x8A: "banned",
+    0x97: "quota exceeded",
+}

@@ -1,0 +1,330 @@
+"""The ingest hot path: route, decode, validate, enrich and serialise a batch of messages.
+
+Pure CPU work with no I/O except a registry lookup for a topic seen for the first time.
+Each topic is parsed once: the route (device, kind, codec, series prefix) is cached by the
+raw topic bytes, so a message costs one dict lookup before its codec runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import orjson
+
+from devices import KINDS, load_kind
+from devices.base import TOPIC_KINDS, Codec, DecodeError, DeviceKind, Reading
+from gateway.lineproto import FieldWriter, escape_string_field, series_prefix
+from gateway.mqtt_source import Batch
+from gateway.registry import DeviceInfo
+
+log = logging.getLogger(__name__)
+
+TOPIC_ROOT = "scc/v1"
+LOOKUP_RETRY_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Everything needed to handle messages of one topic."""
+
+    info: DeviceInfo
+    topic_kind: str
+    kind: DeviceKind
+    codec: Codec
+    prefix: str  # series: measurement and tags, ready to be followed by " fields ts"
+    events_prefix: str
+    writer: FieldWriter
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A message the pipeline refused, with everything needed to inspect and replay it."""
+
+    received_ns: int
+    topic: str
+    device_id: str | None
+    reason: str
+    detail: str
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid reading, handed to the rules engine."""
+
+    info: DeviceInfo
+    topic_kind: str
+    reading: Reading | None
+    ts_ns: int
+    status: str | None = None
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one batch produced."""
+
+    lines: list[str] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    accepted: list[Accepted] = field(default_factory=list)
+    messages_by_kind: Counter[str] = field(default_factory=Counter)
+
+    def line_bytes(self) -> bytes:
+        """The batch's points as one line-protocol body."""
+        return "\n".join(self.lines).encode("utf-8")
+
+
+class _TopicError(Exception):
+    def __init__(self, reason: str, detail: str, device_id: str | None) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.device_id = device_id
+
+
+def device_tags(info: DeviceInfo) -> dict[str, str]:
+    """Tags of a device's points: identity, model and the hierarchy path."""
+    tags = {"device_id": info.device_id, "model": info.model}
+    tags.update(dict(info.path))
+    return tags
+
+
+class RateLimitedLog:
+    """Logs rejections without flooding: the first per (reason, device), then once per
+    ``interval_s`` with a count, and never more than ``max_lines`` lines per interval overall."""
+
+    def __init__(
+        self, interval_s: float = 60.0, max_lines: int = 20, max_keys: int = 10_000
+    ) -> None:
+        self.interval_s = interval_s
+        self.max_lines = max_lines
+        self.max_keys = max_keys
+        self._last: dict[tuple[str, str | None], tuple[float, int]] = {}
+        self._window_start = -1e18
+        self._window_lines = 0
+        self._window_dropped = 0
+
+    def __call__(self, item: Rejected) -> None:
+        key = (item.reason, item.device_id)
+        now = time.monotonic()
+        last, suppressed = self._last.get(key, (-1e18, 0))
+        if now - last < self.interval_s:
+            self._last[key] = (last, suppressed + 1)
+            return
+        if now - self._window_start >= self.interval_s:
+            if self._window_dropped:
+                log.warning(
+                    "%d more rejections were not logged (see dead letters)", self._window_dropped
+                )
+            self._window_start, self._window_lines, self._window_dropped = now, 0, 0
+        if self._window_lines >= self.max_lines:
+            self._window_dropped += 1
+            return
+        self._window_lines += 1
+        if len(self._last) >= self.max_keys:
+            self._last.clear()
+        self._last[key] = (now, 0)
+        more = f" ({suppressed} more since last report)" if suppressed else ""
+        log.warning(
+            "rejected %s from %s on %s: %s%s",
+            item.reason,
+            item.device_id or "?",
+            item.topic,
+            item.detail,
+            more,
+        )
+
+
+class Pipeline:
+    """Turns batches of raw MQTT messages into points, rejections and accepted readings."""
+
+    def __init__(
+        self,
+        lookup: Callable[[str], DeviceInfo | None],
+        max_payload_bytes: int = 65536,
+        log_rejection: Callable[[Rejected], None] | None = None,
+    ) -> None:
+        self._lookup = lookup
+        self.max_payload_bytes = max_payload_bytes
+        self._routes: dict[bytes, Route] = {}
+        self._misses: dict[str, float] = {}
+        self._writers = {name: FieldWriter(load_kind(name).fields) for name in KINDS}
+        self._log = log_rejection or RateLimitedLog()
+        self.last_seen: dict[str, int] = {}
+
+    def invalidate(self, device_id: str | None = None) -> None:
+        """Forget cached routes (after a device is moved, re-registered or removed)."""
+        if device_id is None:
+            self._routes.clear()
+            self._misses.clear()
+            return
+        self._misses.pop(device_id, None)
+        for topic in [t for t, r in self._routes.items() if r.info.device_id == device_id]:
+            del self._routes[topic]
+
+    def _route(self, topic: bytes) -> Route:
+        try:
+            text = topic.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise _TopicError("bad_topic", "topic is not UTF-8", None) from err
+        parts = text.split("/")
+        if len(parts) != 4 or "/".join(parts[:2]) != TOPIC_ROOT or not parts[2]:
+            raise _TopicError(
+                "bad_topic", f"topic {text!r} is not {TOPIC_ROOT}/<device_id>/<kind>", None
+            )
+        device_id, topic_kind = parts[2], parts[3]
+        if topic_kind not in TOPIC_KINDS:
+            raise _TopicError(
+                "unknown_message_kind",
+                f"{topic_kind!r} is not one of {', '.join(TOPIC_KINDS)}",
+                device_id,
+            )
+        info = self._find(device_id)
+        if info.kind not in KINDS:
+            raise _TopicError(
+                "unknown_device_kind", f"device kind {info.kind!r} is not installed", device_id
+            )
+        kind = load_kind(info.kind)
+        codec = kind.codecs.get(info.codec)
+        if codec is None:
+            raise _TopicError(
+                "unknown_codec", f"codec {info.codec!r} not available for {info.kind}", device_id
+            )
+        tags = device_tags(info)
+        route = Route(
+            info,
+            topic_kind,
+            kind,
+            codec,
+            series_prefix(info.kind, tags),
+            series_prefix("events", {**tags, "kind": info.kind}),
+            self._writers[info.kind],
+        )
+        self._routes[topic] = route
+        return route
+
+    def _find(self, device_id: str) -> DeviceInfo:
+        missed = self._misses.get(device_id)
+        now = time.monotonic()
+        if missed is None or now - missed > LOOKUP_RETRY_S:
+            info = self._lookup(device_id)
+            if info is not None:
+                self._misses.pop(device_id, None)
+                return info
+            if len(self._misses) > 100_000:
+                self._misses.clear()
+            self._misses[device_id] = now
+        raise _TopicError("unknown_device", f"device {device_id!r} is not registered", device_id)
+
+    def process(self, batch: Batch) -> BatchResult:
+        """Handle every message of the batch; never raises for bad input."""
+        result = BatchResult()
+        recv = batch.received_ns
+        routes = self._routes
+        last_seen = self.last_seen
+        for index, (topic, payload) in enumerate(zip(batch.topics, batch.payloads, strict=True)):
+            route = routes.get(topic)
+            try:
+                if route is None:
+                    route = self._route(topic)
+                if len(payload) > self.max_payload_bytes:
+                    raise DecodeError(
+                        "oversized", f"{len(payload)} bytes, at most {self.max_payload_bytes}"
+                    )
+                if route.topic_kind == "status":
+                    self._status(route, payload, recv + index * 1000, result)
+                else:
+                    self._readings(route, payload, recv + index * 1000, result)
+            except _TopicError as err:
+                self._reject(result, recv, topic, err.device_id, err.reason, err.detail, payload)
+                continue
+            except DecodeError as err:
+                assert route is not None
+                self._reject(
+                    result, recv, topic, route.info.device_id, err.reason, err.detail, payload
+                )
+                continue
+            last_seen[route.info.device_id] = recv
+            result.messages_by_kind[route.info.kind] += 1
+        return result
+
+    def _readings(self, route: Route, payload: bytes, default_ts: int, result: BatchResult) -> None:
+        raws = route.codec.decode(payload)
+        device_id = route.info.device_id
+        params = route.info.params
+        lines = []
+        accepted = []
+        for position, raw in enumerate(raws):
+            try:
+                reading = route.kind.validate(raw, params)
+            except DecodeError as err:
+                if len(raws) > 1:
+                    raise DecodeError(err.reason, f"batch item {position}: {err.detail}") from err
+                raise
+            if reading.device_id is not None and reading.device_id != device_id:
+                raise DecodeError(
+                    "topic_mismatch",
+                    f"payload names device {reading.device_id!r}, topic {device_id!r}",
+                )
+            fields = route.writer.fields(reading)
+            if not fields:
+                raise DecodeError("empty_reading", "no readings in the message")
+            ts = reading.ts if reading.ts is not None else default_ts + position
+            lines.append(f"{route.prefix} {fields} {ts}")
+            accepted.append(Accepted(route.info, route.topic_kind, reading, ts))
+        # Only a fully valid message contributes: a bad batch item rejects the whole payload.
+        result.lines.extend(lines)
+        result.accepted.extend(accepted)
+
+    def _status(self, route: Route, payload: bytes, ts: int, result: BatchResult) -> None:
+        state = parse_status(payload)
+        online = "true" if state == "online" else "false"
+        result.lines.append(
+            f"{route.events_prefix} event={escape_string_field(state)},online={online} {ts}"
+        )
+        result.accepted.append(Accepted(route.info, "status", None, ts, state))
+
+    def _reject(
+        self,
+        result: BatchResult,
+        recv: int,
+        topic: bytes,
+        device_id: str | None,
+        reason: str,
+        detail: str,
+        payload: bytes,
+    ) -> None:
+        item = Rejected(recv, topic.decode("utf-8", "replace"), device_id, reason, detail, payload)
+        result.rejected.append(item)
+        self._log(item)
+
+
+def parse_status(payload: bytes) -> str:
+    """``online``/``offline`` as plain text or ``{"state": ...}``; DecodeError otherwise."""
+    text = payload.strip()
+    if text in (b"online", b"offline"):
+        return text.decode()
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError as err:
+        raise DecodeError("malformed_json", f"status payload: {err}") from err
+    state = doc.get("state") if isinstance(doc, dict) else None
+    if state not in ("online", "offline"):
+        raise DecodeError(
+            "wrong_type", 'status must be "online"/"offline" or {"state": "online"|"offline"}'
+        )
+    return str(state)
+
+
+def registry_lookup(
+    infos: Mapping[str, DeviceInfo], fallback: Callable[[str], DeviceInfo | None]
+) -> Callable[[str], DeviceInfo | None]:
+    """Look a device up in a preloaded snapshot first, then in the database."""
+
+    def lookup(device_id: str) -> DeviceInfo | None:
+        return infos.get(device_id) or fallback(device_id)
+
+    return lookup

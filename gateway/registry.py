@@ -1,0 +1,235 @@
+"""Device registry: hierarchy, staff and devices, and the lookups the pipeline enriches with.
+
+Loading a community (``hierarchy.yaml`` + ``devices.csv``) is all or nothing: every row is
+checked first and the errors are reported with their line numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from devices import KINDS, load_kind
+from gateway.db import LEVELS, Device, Node, Staff
+
+DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+CSV_COLUMNS = ("device_id", "kind", "model", "codec", "node", "location", "params", "installed_at")
+
+
+class RegistryError(ValueError):
+    """Registry input was refused; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems[:10]) + (" …" if len(problems) > 10 else ""))
+        self.problems = problems
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """What the pipeline needs to know about a device to decode and enrich its messages."""
+
+    device_id: str
+    kind: str
+    model: str
+    codec: str
+    params: Mapping[str, str]
+    path: tuple[tuple[str, str], ...] = field(default=())  # (level, code), street first
+
+
+def parse_params(text: str) -> dict[str, str]:
+    """``key=value;key=value`` → dict; raises ValueError naming the bad part."""
+    params: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"params part {part!r} is not key=value")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def check_device_fields(
+    device_id: str, kind: str, codec: str, params: Mapping[str, str]
+) -> list[str]:
+    """Problems with one device's identity, kind and codec (empty when it is fine)."""
+    problems = []
+    if not DEVICE_ID_RE.match(device_id):
+        problems.append(
+            f"device_id {device_id!r} must be 1-128 of A-Z a-z 0-9 _ . : - "
+            "(it is also the MQTT topic segment and user name)"
+        )
+    if kind not in KINDS:
+        problems.append(f"kind {kind!r} unknown; known: {', '.join(KINDS)}")
+    elif codec not in load_kind(kind).codecs:
+        known = ", ".join(load_kind(kind).codecs)
+        problems.append(f"codec {codec!r} not available for {kind}; available: {known}")
+    return problems
+
+
+class Registry:
+    """Reads and writes the registry tables."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- hierarchy ---------------------------------------------------------------------
+    def load_hierarchy(self, tree: Mapping[str, Any]) -> int:
+        """Upsert a nested node tree (with staff); returns the number of nodes."""
+        count = 0
+        with Session(self.engine) as session, session.begin():
+            existing = {node.code: node for node in session.scalars(select(Node))}
+            for parent_code, item in _walk(tree, None):
+                level = str(item.get("level", ""))
+                if level not in LEVELS:
+                    raise RegistryError([f"node {item.get('code')!r}: level {level!r} unknown"])
+                code = str(item["code"])
+                node = existing.get(code) or Node(code=code)
+                node.level, node.name = level, str(item.get("name", code))
+                node.parent_id = existing[parent_code].id if parent_code else None
+                node.attributes = {
+                    k: v
+                    for k, v in item.items()
+                    if k not in {"code", "level", "name", "children", "staff"}
+                }
+                session.add(node)
+                session.flush()
+                existing[code] = node
+                session.query(Staff).filter(Staff.node_id == node.id).delete()
+                for person in item.get("staff", []) or []:
+                    session.add(
+                        Staff(
+                            node_id=node.id,
+                            name=str(person["name"]),
+                            role=str(person["role"]),
+                            email=person.get("email"),
+                            phone=None if person.get("phone") is None else str(person["phone"]),
+                        )
+                    )
+                count += 1
+        return count
+
+    def node_paths(self) -> dict[int, tuple[tuple[str, str], ...]]:
+        """Every node's path from the street down, as (level, code) pairs."""
+        with Session(self.engine) as session:
+            rows = session.execute(select(Node.id, Node.parent_id, Node.level, Node.code)).all()
+        by_id = {row.id: row for row in rows}
+        paths: dict[int, tuple[tuple[str, str], ...]] = {}
+
+        def path_of(node_id: int, depth: int = 0) -> tuple[tuple[str, str], ...]:
+            if node_id in paths:
+                return paths[node_id]
+            row = by_id[node_id]
+            if depth > len(LEVELS) or row.parent_id is None:
+                result: tuple[tuple[str, str], ...] = ((row.level, row.code),)
+            else:
+                result = (*path_of(row.parent_id, depth + 1), (row.level, row.code))
+            paths[node_id] = result
+            return result
+
+        for node_id in by_id:
+            path_of(node_id)
+        return paths
+
+    # -- devices -----------------------------------------------------------------------
+    def load_devices_csv(self, path: Path) -> int:
+        """Import devices from CSV, all or nothing; returns the number of rows."""
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = set(CSV_COLUMNS) - set(reader.fieldnames or ())
+            if missing:
+                raise RegistryError([f"{path}: missing columns {sorted(missing)}"])
+            rows = list(reader)
+        with Session(self.engine) as session, session.begin():
+            nodes = {code: node_id for node_id, code in session.execute(select(Node.id, Node.code))}
+            problems: list[str] = []
+            seen: set[str] = set()
+            devices = []
+            for line, row in enumerate(rows, start=2):
+                device, errors = _device_from_row(row, nodes)
+                if device is not None and device.device_id in seen:
+                    errors.append(f"device_id {device.device_id!r} repeated")
+                problems += [f"{path.name} line {line}: {err}" for err in errors]
+                if device is not None:
+                    seen.add(device.device_id)
+                    devices.append(device)
+            if problems:
+                raise RegistryError(problems)
+            for device in devices:
+                session.merge(device)
+        return len(devices)
+
+    def load_community(self, directory: Path) -> tuple[int, int]:
+        """Load ``hierarchy.yaml`` and ``devices.csv`` from a fixture folder."""
+        tree = yaml.safe_load((directory / "hierarchy.yaml").read_text(encoding="utf-8"))
+        nodes = self.load_hierarchy(tree)
+        return nodes, self.load_devices_csv(directory / "devices.csv")
+
+    def device_infos(self, device_ids: list[str] | None = None) -> dict[str, DeviceInfo]:
+        """Active devices (all, or the ones named) with their hierarchy paths."""
+        paths = self.node_paths()
+        query = select(Device).where(Device.status == "active")
+        if device_ids is not None:
+            query = query.where(Device.device_id.in_(device_ids))
+        with Session(self.engine) as session:
+            return {
+                d.device_id: DeviceInfo(
+                    d.device_id, d.kind, d.model, d.codec, dict(d.params), paths.get(d.node_id, ())
+                )
+                for d in session.scalars(query)
+            }
+
+    def counts(self) -> dict[str, int]:
+        """Number of nodes per level and devices per kind."""
+        with Session(self.engine) as session:
+            levels = session.execute(select(Node.level, func.count()).group_by(Node.level)).all()
+            kinds = session.execute(select(Device.kind, func.count()).group_by(Device.kind)).all()
+        out = {f"nodes.{level}": n for level, n in levels}
+        out.update({f"devices.{kind}": n for kind, n in kinds})
+        return out
+
+
+def _walk(
+    tree: Mapping[str, Any], parent: str | None
+) -> Iterator[tuple[str | None, Mapping[str, Any]]]:
+    if "code" not in tree:
+        raise RegistryError(["hierarchy node without a code"])
+    yield parent, tree
+    for child in tree.get("children", []) or []:
+        yield from _walk(child, str(tree["code"]))
+
+
+def _device_from_row(
+    row: Mapping[str, str], nodes: Mapping[str, int]
+) -> tuple[Device | None, list[str]]:
+    device_id = (row.get("device_id") or "").strip()
+    kind = (row.get("kind") or "").strip()
+    codec = (row.get("codec") or "json").strip() or "json"
+    try:
+        params = parse_params(row.get("params") or "")
+    except ValueError as err:
+        return None, [str(err)]
+    errors = check_device_fields(device_id, kind, codec, params)
+    node_code = (row.get("node") or "").strip()
+    if node_code not in nodes:
+        errors.append(f"node {node_code!r} not in the hierarchy")
+    if errors:
+        return None, errors
+    device = Device(
+        device_id=device_id,
+        kind=kind,
+        model=(row.get("model") or "").strip() or "generic",
+        codec=codec,
+        node_id=nodes[node_code],
+        location=(row.get("location") or "").strip(),
+        params=params,
+        installed_at=(row.get("installed_at") or "").strip() or None,
+        status="active",
+    )
+    return device, []

@@ -1,0 +1,256 @@
+"""The running gateway: source → pipeline → (spool + dead letters) → ack; spool → InfluxDB.
+
+Ordering and safety: batches are processed one after another on the event loop; their
+persistence (spool append with fsync, dead-letter insert) runs on one worker thread so it
+overlaps with processing the next batch, and acknowledgements are sent strictly in batch
+order once the batch's persistence finished. A batch that cannot be persisted is never
+acknowledged: the broker redelivers it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine
+
+from gateway import mqtt_wire
+from gateway.config import Settings
+from gateway.db import make_engine
+from gateway.deadletter import DeadLetterStore
+from gateway.influx import Drainer, LineWriter, V1Target, V1Writer, V2Target, V2Writer
+from gateway.lineproto import escape_tag
+from gateway.mqtt_source import Batch, MqttSource, SourceOptions
+from gateway.pipeline import BatchResult, Pipeline, Rejected, registry_lookup
+from gateway.registry import DeviceInfo, Registry
+from gateway.spool import Spool, SpoolFullError
+
+log = logging.getLogger(__name__)
+
+MAX_UNACKED_BATCHES = 4
+
+
+@dataclass(slots=True)
+class Counters:
+    """Cumulative counts since start (exported as gateway_stats and /metrics)."""
+
+    messages: Counter[str] = field(default_factory=Counter)
+    points: int = 0
+    batches: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    acked_batches: int = 0
+    persist_retries: int = 0
+    last_batch_size: int = 0
+    last_batch_process_s: float = 0.0
+
+
+def make_writer(settings: Settings) -> LineWriter:
+    """The InfluxDB writer the settings ask for."""
+    if settings.influx_version == 2:
+        return V2Writer(
+            V2Target(
+                settings.influx_url,
+                settings.influx_org,
+                settings.influx_bucket,
+                settings.influx_token,
+            )
+        )
+    return V1Writer(
+        V1Target(
+            settings.influx_url,
+            settings.influx_database,
+            settings.influx_retention_policy,
+            settings.influx_username,
+            settings.influx_password,
+        )
+    )
+
+
+def ensure_v1_database(settings: Settings) -> None:
+    """CREATE DATABASE (idempotent) on InfluxDB 1.x; logs and carries on when unreachable."""
+    if settings.influx_version != 1:
+        return
+    query = urllib.parse.urlencode({"q": f'CREATE DATABASE "{settings.influx_database}"'}).encode()
+    url = f"{settings.influx_url.rstrip('/')}/query"
+    request = urllib.request.Request(url, data=query)  # noqa: S310 - http(s) checked by Settings
+    if settings.influx_username is not None:
+        import base64
+
+        token = f"{settings.influx_username}:{settings.influx_password or ''}".encode()
+        request.add_header("Authorization", "Basic " + base64.b64encode(token).decode())
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - URL from settings
+            response.read()
+    except OSError as err:
+        log.warning("could not create InfluxDB database %s yet: %s", settings.influx_database, err)
+
+
+class Gateway:
+    """Wires the parts together; ``run()`` until ``stop()``."""
+
+    def __init__(
+        self, settings: Settings, engine: Engine | None = None, writer: LineWriter | None = None
+    ):
+        self.settings = settings
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        self.engine = engine or make_engine(settings.database_url)
+        self.registry = Registry(self.engine)
+        self.dead_letters = DeadLetterStore(self.engine)
+        self.spool = Spool(settings.spool_dir, settings.spool_max_bytes, fsync=settings.spool_fsync)
+        self.counters = Counters()
+        self.drainer = Drainer(
+            self.spool,
+            writer or make_writer(settings),
+            self._on_influx_reject,
+            max_request_bytes=settings.influx_max_request_bytes,
+        )
+        snapshot = self.registry.device_infos()
+        self.pipeline = Pipeline(
+            registry_lookup(snapshot, self._lookup_one), settings.max_payload_bytes
+        )
+        self.source = MqttSource(
+            SourceOptions(
+                host=settings.mqtt_host,
+                port=settings.mqtt_port,
+                topic_filters=(settings.mqtt_topic_filter,),
+                qos=settings.mqtt_qos,
+                connect=mqtt_wire.ConnectOptions(
+                    client_id=settings.client_id,
+                    receive_maximum=settings.receive_maximum,
+                    username=settings.mqtt_username,
+                    password=settings.mqtt_password,
+                ),
+                batch_max=settings.batch_max,
+                linger_s=settings.linger_ms / 1000,
+            )
+        )
+        self._persist = ThreadPoolExecutor(max_workers=1, thread_name_prefix="persist")
+        self._stopping = asyncio.Event()
+        self._influx_rejects: list[Rejected] = []
+
+    def _lookup_one(self, device_id: str) -> DeviceInfo | None:
+        return self.registry.device_infos([device_id]).get(device_id)
+
+    def _on_influx_reject(self, line: bytes, why: str) -> None:
+        """A line InfluxDB refused even alone: keep it as a dead letter (drainer thread)."""
+        item = Rejected(time.time_ns(), "influxdb", None, "influx_rejected", why, line)
+        self.dead_letters.add_many([item])
+        self.counters.dead_letters["influx_rejected"] += 1
+
+    # -- main loop ---------------------------------------------------------------------
+    async def run(self) -> None:
+        """Consume until stopped; on return everything acknowledged is in the spool."""
+        ensure_v1_database(self.settings)
+        self.drainer.start()
+        await self.source.start()
+        loop = asyncio.get_running_loop()
+        unacked: deque[tuple[asyncio.Future[None], Batch]] = deque()
+        stats_task = asyncio.create_task(self._stats_loop())
+        try:
+            while not self._stopping.is_set():
+                batch = await self.source.next_batch(timeout=0.2)
+                await self._ack_ready(unacked, block=batch is None and bool(unacked))
+                if batch is None:
+                    continue
+                result = self._process(batch)
+                fut = loop.run_in_executor(self._persist, self._persist_result, result)
+                unacked.append((fut, batch))
+                while len(unacked) >= MAX_UNACKED_BATCHES:
+                    await self._ack_ready(unacked, block=True)
+            while unacked:
+                await self._ack_ready(unacked, block=True)
+        finally:
+            stats_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stats_task
+            await self.source.stop()
+            self._persist.shutdown(wait=True)
+            await asyncio.to_thread(self.drainer.stop)
+            self.spool.close()
+
+    def stop(self) -> None:
+        """Ask ``run()`` to finish (safe from signal handlers on the loop)."""
+        self._stopping.set()
+
+    def _process(self, batch: Batch) -> BatchResult:
+        started = time.perf_counter()
+        result = self.pipeline.process(batch)
+        counters = self.counters
+        counters.messages.update(result.messages_by_kind)
+        counters.points += len(result.lines)
+        counters.batches += 1
+        for item in result.rejected:
+            counters.dead_letters[item.reason] += 1
+        counters.last_batch_size = len(batch)
+        counters.last_batch_process_s = time.perf_counter() - started
+        return result
+
+    def _persist_result(self, result: BatchResult) -> None:
+        """Make a batch durable (runs on the persist thread); retries until it succeeds."""
+        body = result.line_bytes() if result.lines else b""
+        while True:
+            try:
+                if body:
+                    self.spool.append(body)
+                    body = b""
+                self.dead_letters.add_many(result.rejected)
+                return
+            except Exception as err:
+                self.counters.persist_retries += 1
+                log.error("cannot persist batch yet (%s); not acknowledging, retrying", err)
+                if self._stopping.is_set():
+                    raise
+                time.sleep(0.5)
+
+    async def _ack_ready(
+        self, unacked: deque[tuple[asyncio.Future[None], Batch]], block: bool
+    ) -> None:
+        if block and unacked:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(unacked[0][0]), 0.5)
+        while unacked and unacked[0][0].done():
+            fut, batch = unacked.popleft()
+            if fut.exception() is None:
+                self.source.ack(batch)
+                self.counters.acked_batches += 1
+
+    # -- statistics ----------------------------------------------------------------------
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.stats_interval_s)
+            lines = self.stats_lines(time.time_ns())
+            try:
+                await asyncio.to_thread(self.spool.append, "\n".join(lines).encode(), 1.0)
+            except (SpoolFullError, OSError) as err:
+                log.warning("gateway_stats not spooled: %s", err)
+
+    def stats_lines(self, ts: int) -> list[str]:
+        """``gateway_stats`` points: totals, per kind, per dead-letter reason."""
+        gw = escape_tag(self.settings.name)
+        c = self.counters
+        d = self.drainer.stats
+        lines = [
+            f"gateway_stats,gateway={gw} messages={sum(c.messages.values())}i,points={c.points}i,"
+            f"batches={c.batches}i,dead_letters={sum(c.dead_letters.values())}i,"
+            f"spool_bytes={self.spool.depth_bytes()}i,written_lines={d.written_lines}i,"
+            f"write_requests={d.write_requests}i,write_retries={d.retries}i,"
+            f"write_batch_lines={d.last_batch_lines}i,write_batch_seconds={d.last_batch_seconds!r},"
+            f"mqtt_reconnects={self.source.reconnects}i,batch_size={c.last_batch_size}i,"
+            f"batch_process_seconds={c.last_batch_process_s!r} {ts}"
+        ]
+        lines += [
+            f"gateway_stats,gateway={gw},kind={k} messages={n}i {ts}"
+            for k, n in sorted(c.messages.items())
+        ]
+        lines += [
+            f"gateway_stats,gateway={gw},reason={escape_tag(r)} dead_letters={n}i {ts}"
+            for r, n in sorted(c.dead_letters.items())
+        ]
+        return lines
