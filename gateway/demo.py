@@ -37,6 +37,7 @@ INCIDENTS = (
     "throw@cam-B5-east+50",
 )
 PRINT_EVERY_S = 5.0
+EXAMPLE_QUERY = "SELECT * FROM smoke WHERE state='alarm'"
 
 
 def _pick_ports(args: argparse.Namespace) -> tuple[int, int]:
@@ -209,13 +210,13 @@ def _log_to_file(path: Path) -> None:
 
 def _where_to_look(state_dir: Path, mqtt_port: int, influx_url: str) -> None:
     measurements = ", ".join((*KINDS, "events", "gateway_stats"))
-    print(  # noqa: S608 - a help text, not a query
+    print(
         f"""
 Where to look
   MQTT broker   127.0.0.1:{mqtt_port}   (watch: mosquitto_sub -p {mqtt_port} -t 'scc/v1/#' -v)
   InfluxDB      {influx_url}   database "scc", measurements {measurements}
                 curl -G {influx_url}/query --data-urlencode db=scc \\
-                     --data-urlencode "q=SELECT * FROM smoke WHERE state='alarm'"
+                     --data-urlencode "q={EXAMPLE_QUERY}"
   dead letters  .venv/bin/python -m gateway deadletter list --state-dir {state_dir}
   logs          {state_dir / "gateway.log"}, {state_dir / "fleet.log"}
   scripted incidents: {", ".join(INCIDENTS)}  (name@device-or-location+seconds)
