@@ -44,6 +44,7 @@ class Settings(BaseModel):
     influx_bucket: str = ""
     influx_token: str = ""
     influx_max_request_bytes: int = Field(1 << 20, ge=1024)
+    influx_connections: int = Field(2, ge=1, le=16)
 
     spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
     spool_fsync: bool = True

@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, cast
 
@@ -180,14 +181,25 @@ class Drainer:
     def __init__(
         self,
         spool: Spool,
-        writer: LineWriter,
+        writer: LineWriter | Callable[[], LineWriter],
         on_reject: RejectSink,
         max_request_bytes: int = 1 << 20,
         backoff_min_s: float = 0.2,
         backoff_max_s: float = 30.0,
+        connections: int = 1,
     ) -> None:
         self.spool = spool
-        self.writer = writer
+        # One writer (and so one HTTP connection) per concurrent request.
+        if callable(writer) and not hasattr(writer, "write"):
+            self.writers = [writer() for _ in range(max(1, connections))]
+        else:
+            self.writers = [writer]  # type: ignore[list-item]
+        self.writer = self.writers[0]
+        self._pool = (
+            ThreadPoolExecutor(len(self.writers) - 1, thread_name_prefix="influx-write")
+            if len(self.writers) > 1
+            else None
+        )
         self.on_reject = on_reject
         self.max_request_bytes = max_request_bytes
         self.backoff_min_s = backoff_min_s
@@ -206,7 +218,10 @@ class Drainer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
-        self.writer.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        for writer in self.writers:
+            writer.close()
 
     def drained(self) -> bool:
         """True when nothing is waiting in the spool."""
@@ -217,14 +232,11 @@ class Drainer:
         while not self._stop.is_set():
             if not self.spool.wait_for_data(0.5):
                 continue
-            chunk = self.spool.read(self.max_request_bytes)
-            if chunk is None:
-                continue
-            if not chunk.records:  # only corrupt records, already counted by the spool
-                self.spool.commit(chunk)
+            chunks = self._read_chunks()
+            if not chunks:
                 continue
             try:
-                self._write_chunk(chunk)
+                self._write_chunks(chunks)
             except WriteError as err:
                 self.stats.retries += 1
                 self.stats.last_error = str(err)
@@ -233,19 +245,51 @@ class Drainer:
                 delay = min(delay * 2, self.backoff_max_s)
                 continue
             delay = self.backoff_min_s
-            self.spool.commit(chunk)
+            # Committing the last chunk commits all before it; after a failure nothing is
+            # committed and the whole group is sent again (points are idempotent).
+            self.spool.commit(chunks[-1])
 
-    def _write_chunk(self, chunk: Chunk) -> None:
-        body = b"\n".join(chunk.records)
+    def _read_chunks(self) -> list[Chunk]:
+        chunks: list[Chunk] = []
+        for _ in self.writers:
+            chunk = self.spool.read(self.max_request_bytes, chunks[-1] if chunks else None)
+            if chunk is None:
+                break
+            chunks.append(chunk)
+        return chunks
+
+    def _write_chunks(self, chunks: list[Chunk]) -> None:
+        """Send the chunks concurrently, one per connection; raise the first failure."""
         started = time.perf_counter()
-        self._write_splitting(body)
-        self.stats.last_batch_seconds = time.perf_counter() - started
-        self.stats.last_batch_lines = body.count(b"\n") + 1
-
-    def _write_splitting(self, body: bytes) -> None:
-        """Write; on a data error split in halves so only the bad lines are rejected."""
+        bodies = [b"\n".join(chunk.records) for chunk in chunks]
+        futures = []
+        if self._pool is not None:
+            futures = [
+                self._pool.submit(self._write_splitting, body, writer)
+                for body, writer in zip(bodies[1:], self.writers[1:], strict=False)
+            ]
+        errors: list[WriteError] = []
         try:
-            self.writer.write(body)
+            if bodies[0]:
+                self._write_splitting(bodies[0], self.writers[0])
+        except WriteError as err:
+            errors.append(err)
+        for future in futures:
+            try:
+                future.result()
+            except WriteError as err:
+                errors.append(err)
+        if errors:
+            raise errors[0]
+        self.stats.last_batch_seconds = time.perf_counter() - started
+        self.stats.last_batch_lines = sum(body.count(b"\n") + 1 for body in bodies if body)
+
+    def _write_splitting(self, body: bytes, writer: LineWriter) -> None:
+        """Write; on a data error split in halves so only the bad lines are rejected."""
+        if not body:  # a chunk of corrupt records only, already counted by the spool
+            return
+        try:
+            writer.write(body)
             self.stats.write_requests += 1
             self.stats.written_lines += body.count(b"\n") + 1
             return
@@ -258,5 +302,5 @@ class Drainer:
                 self.on_reject(body, str(err))
                 return
         half = len(lines) // 2
-        self._write_splitting(b"\n".join(lines[:half]))
-        self._write_splitting(b"\n".join(lines[half:]))
+        self._write_splitting(b"\n".join(lines[:half]), writer)
+        self._write_splitting(b"\n".join(lines[half:]), writer)

@@ -107,9 +107,10 @@ class Gateway:
         self.counters = Counters()
         self.drainer = Drainer(
             self.spool,
-            writer or make_writer(settings),
+            writer or (lambda: make_writer(settings)),
             self._on_influx_reject,
             max_request_bytes=settings.influx_max_request_bytes,
+            connections=settings.influx_connections,
         )
         snapshot = self.registry.device_infos()
         self.pipeline = Pipeline(

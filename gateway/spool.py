@@ -153,10 +153,11 @@ class Spool:
                 self._cond.wait(timeout)
             return self._depth_locked() > 0
 
-    def read(self, max_bytes: int) -> Chunk | None:
-        """Records from the cursor on (one segment at most, about ``max_bytes`` of data)."""
+    def read(self, max_bytes: int, after: Chunk | None = None) -> Chunk | None:
+        """Records from the cursor on, or from the end of ``after`` (a chunk read but not
+        yet committed): one segment at most, about ``max_bytes`` of data."""
         with self._cond:
-            seg, off = self._cursor
+            seg, off = self._cursor if after is None else (after.segment, after.end_offset)
             while seg in self._sizes and off >= self._sizes[seg] and seg < self._active:
                 seg, off = seg + 1, 0
             if seg not in self._sizes or off >= self._sizes[seg]:

@@ -73,3 +73,29 @@ def test_bad_lines_are_isolated(tmp_path: Path) -> None:
 )
 def test_classify(status: int, retryable: bool) -> None:
     assert classify(status, "x").retryable is retryable
+
+
+def test_parallel_connections_store_everything_once_committed(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, segment_bytes=200)
+    for i in range(100):
+        spool.append(f"m v={i}i".encode())
+    writers: list[FakeWriter] = []
+
+    def factory() -> FakeWriter:
+        writers.append(FakeWriter(outage=1))
+        return writers[-1]
+
+    drainer = Drainer(
+        spool,
+        factory,
+        lambda line, why: None,
+        max_request_bytes=60,
+        backoff_min_s=0.001,
+        backoff_max_s=0.01,
+        connections=3,
+    )
+    run_until_drained(drainer)
+    assert len(writers) == 3
+    stored = {line for writer in writers for line in writer.lines}
+    assert stored == {f"m v={i}i".encode() for i in range(100)}
+    assert spool.read(1 << 20) is None

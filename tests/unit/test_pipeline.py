@@ -38,7 +38,7 @@ def test_valid_json_is_enriched_with_the_hierarchy() -> None:
     assert rejected == []
     assert lines == [
         "smoke,building=B1,community=SQ1,compound=C1,device_id=smoke-1,grid=G1,model=JTY,"
-        'street=ST1,unit=B1-1 state="normal",smoke=0.02,seq=5i 1700000000000000000'
+        'street=ST1,unit=B1-1 seq=5i,state="normal",smoke=0.02 1700000000000000000'
     ]
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: figures printed by ``python -m bench`` (``make bench``), never asserted by tests."""

@@ -1,0 +1,173 @@
+"""Load generator: realistic device messages published at C-client speed.
+
+Payloads are built before the clock starts; a raw MQTT 5 publisher then writes pre-encoded
+PUBLISH packets, keeping as many QoS 1 messages in flight as the broker's Receive Maximum
+allows, so the generator itself is never the bottleneck of a measurement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import struct
+import time
+from dataclasses import dataclass
+
+import orjson
+
+from gateway import mqtt_wire as wire
+
+#: Share of each kind in a community (smoke detectors dominate, as in the demo fixture).
+MIX = (("smoke", 0.70), ("bin", 0.12), ("manhole", 0.08), ("throw_camera", 0.10))
+T0_MS = 1_764_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A benchmark device: id and kind."""
+
+    device_id: str
+    kind: str
+
+
+def make_devices(count: int) -> list[Device]:
+    """``count`` devices in the community mix, ids ``<kind>-<n>``."""
+    devices = []
+    for kind, share in MIX:
+        devices += [Device(f"b{kind[:3]}-{i}", kind) for i in range(round(count * share))]
+    return devices
+
+
+def _payload(device: Device, seq: int, rng: random.Random) -> bytes:
+    ts = T0_MS + seq * 1000  # unique per device: each message is a distinct point
+    if device.kind == "smoke":
+        doc: dict[str, object] = {
+            "state": "normal", "smoke": round(rng.uniform(0, 0.05), 3),
+            "temperature": round(rng.uniform(18, 28), 1), "battery": rng.randint(40, 100),
+            "rsrp": -95, "snr": 8,
+        }  # fmt: skip
+    elif device.kind == "bin":
+        doc = {
+            "distance": rng.randint(100, 900),
+            "temperature": 21.5,
+            "position": "normal",
+            "battery": 77,
+        }
+    elif device.kind == "manhole":
+        doc = {
+            "state": "normal",
+            "tilt": round(rng.uniform(0, 3), 2),
+            "water_level": 35.0,
+            "battery": 90,
+        }
+    else:
+        doc = {"event": "heartbeat"}
+    doc["ts"], doc["seq"] = ts, seq
+    return orjson.dumps(doc)
+
+
+def make_messages(devices: list[Device], total: int, seed: int = 1) -> list[tuple[str, bytes]]:
+    """``total`` (topic, payload) pairs, devices taking turns."""
+    rng = random.Random(seed)
+    out = []
+    for n in range(total):
+        device = devices[n % len(devices)]
+        out.append(
+            (f"scc/v1/{device.device_id}/telemetry", _payload(device, n // len(devices) + 1, rng))
+        )
+    return out
+
+
+def publish_packets(messages: list[tuple[str, bytes]], qos: int) -> list[bytes]:
+    """Encode PUBLISH packets (packet ids 1..65535 cycling for QoS 1)."""
+    packets = []
+    for n, (topic, payload) in enumerate(messages):
+        raw_topic = topic.encode()
+        head = struct.pack("!H", len(raw_topic)) + raw_topic
+        if qos:
+            head += struct.pack("!H", n % 65535 + 1)
+        body = head + b"\x00" + payload  # no properties
+        packets.append(bytes([0x30 | (qos << 1)]) + wire.encode_varint(len(body)) + body)
+    return packets
+
+
+async def publish(port: int, packets: list[bytes], qos: int, client_id: str) -> float:
+    """Send every packet; return seconds taken (until the last PUBACK for QoS 1)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    opts = wire.ConnectOptions(client_id=client_id, clean_start=True, session_expiry_s=0)
+    writer.write(wire.connect_packet(opts))
+    head = await reader.readexactly(2)
+    length = head[1]  # CONNACK is short: one length byte
+    body = await reader.readexactly(length)
+    window = _receive_maximum(body)
+    started = time.perf_counter()
+    if qos == 0:
+        for start in range(0, len(packets), 2000):
+            writer.write(b"".join(packets[start : start + 2000]))
+            await writer.drain()
+    else:
+        await _publish_qos1(reader, writer, packets, window)
+    writer.write(wire.DISCONNECT_NORMAL)
+    await writer.drain()
+    elapsed = time.perf_counter() - started
+    writer.close()
+    return elapsed
+
+
+def _receive_maximum(connack_body: bytes) -> int:
+    """The broker's Receive Maximum from CONNACK properties (65535 when absent)."""
+    decoded = wire.decode_varint(connack_body, 2)
+    if decoded is None:
+        return 65535
+    length, pos = decoded
+    props = connack_body[pos : pos + length]
+    i = 0
+    while i < len(props):
+        ident = props[i]
+        if ident == wire.PROP_RECEIVE_MAXIMUM:
+            return int(struct.unpack_from("!H", props, i + 1)[0])
+        # Skip what we do not need: 4-byte, 2-byte, 1-byte or length-prefixed properties.
+        if ident in (0x11, 0x27):
+            i += 5
+        elif ident in (0x13, 0x22):
+            i += 3
+        elif ident in (0x24, 0x25, 0x28, 0x29, 0x2A):
+            i += 2
+        else:
+            size = struct.unpack_from("!H", props, i + 1)[0]
+            i += (
+                3
+                + size
+                + (2 + struct.unpack_from("!H", props, i + 3 + size)[0] if ident == 0x26 else 0)
+            )
+    return 65535
+
+
+async def _publish_qos1(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, packets: list[bytes], window: int
+) -> None:
+    window = max(1, min(window, 60000))
+    acked = 0
+    sent = 0
+    total = len(packets)
+    buf = bytearray()
+    while acked < total:
+        if sent < total and sent - acked < window:
+            end = min(total, acked + window, sent + 2000)
+            writer.write(b"".join(packets[sent:end]))
+            sent = end
+            await writer.drain()
+            continue
+        data = await asyncio.wait_for(reader.read(65536), 60)
+        if not data:
+            raise ConnectionError("broker closed the connection")
+        buf += data
+        pos = 0
+        while len(buf) - pos >= 2:
+            decoded = wire.decode_varint(buf, pos + 1)
+            if decoded is None or decoded[1] + decoded[0] > len(buf):
+                break
+            if buf[pos] >> 4 == 4:  # PUBACK
+                acked += 1
+            pos = decoded[1] + decoded[0]
+        del buf[:pos]
