@@ -24,7 +24,7 @@ from gateway.registry import DeviceInfo
 log = logging.getLogger(__name__)
 
 TOPIC_ROOT = "scc/v1"
-LOOKUP_RETRY_S = 10.0
+LOOKUP_RETRY_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +146,10 @@ class Pipeline:
         lookup: Callable[[str], DeviceInfo | None],
         max_payload_bytes: int = 65536,
         log_rejection: Callable[[Rejected], None] | None = None,
+        lookup_retry_s: float = LOOKUP_RETRY_S,
     ) -> None:
         self._lookup = lookup
+        self.lookup_retry_s = lookup_retry_s
         self.max_payload_bytes = max_payload_bytes
         self._routes: dict[bytes, Route] = {}
         self._misses: dict[str, float] = {}
@@ -209,7 +211,7 @@ class Pipeline:
     def _find(self, device_id: str) -> DeviceInfo:
         missed = self._misses.get(device_id)
         now = time.monotonic()
-        if missed is None or now - missed > LOOKUP_RETRY_S:
+        if missed is None or now - missed > self.lookup_retry_s:
             info = self._lookup(device_id)
             if info is not None:
                 self._misses.pop(device_id, None)
