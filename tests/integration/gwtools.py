@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.service import Gateway
 
@@ -59,7 +60,7 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
 
 def publish_all(port: int, messages: Iterable[tuple[str, bytes]], qos: int = 1) -> int:
     """Publish every (topic, payload) and wait until the broker has each one."""
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
     client.max_inflight_messages_set(200)
     client.connect("127.0.0.1", port)
     client.loop_start()
