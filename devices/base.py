@@ -71,7 +71,7 @@ def parse_device_ts(value: object) -> int | None:
         # Epoch ms between 2000-01-01 and 2100-01-01: anything else is a unit mistake.
         if not 946_684_800_000 <= value <= 4_102_444_800_000:
             raise ValueError(f"ts {value} is not epoch milliseconds between 2000 and 2100")
-        return int(value * 1_000_000)
+        return round(value * 1000) * 1000  # microsecond resolution, no float noise
     if isinstance(value, str):
         try:
             parsed = datetime.fromisoformat(value)
@@ -79,6 +79,8 @@ def parse_device_ts(value: object) -> int | None:
             raise ValueError(f"ts {value!r} is not ISO 8601") from err
         if parsed.tzinfo is None:
             raise ValueError(f"ts {value!r} has no time zone offset")
+        if not 2000 <= parsed.year < 2100:
+            raise ValueError(f"ts {value!r} is not between 2000 and 2100")
         return int(parsed.timestamp() * 1_000_000) * 1000
     raise ValueError("ts must be epoch milliseconds or an ISO 8601 string")
 
@@ -160,7 +162,16 @@ class JsonCodec:
 
 JSON_CODEC = JsonCodec()
 
-_RANGE_ERRORS = {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}
+_RANGE_ERRORS = {
+    "greater_than_equal",
+    "less_than_equal",
+    "greater_than",
+    "less_than",
+    "too_long",
+    "too_short",
+    "string_too_long",
+    "string_too_short",
+}
 
 
 def explain_validation(kind: str, err: ValidationError) -> DecodeError:
@@ -174,6 +185,8 @@ def explain_validation(kind: str, err: ValidationError) -> DecodeError:
         reason = "unknown_field"
     elif etype == "missing":
         reason = "missing_field"
+    elif etype in {"value_error", "assertion_error"}:
+        reason = "invalid_value"
     else:
         reason = "wrong_type"
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
@@ -266,7 +279,11 @@ class DeviceKind:
     def validate(self, raw: dict[str, Any], params: Mapping[str, str]) -> Reading:
         """Validate one raw reading; raise DecodeError with a reason code."""
         try:
-            return self.model.model_validate(self.derive(raw, params))
+            derived = self.derive(raw, params)
+        except Exception as err:  # noqa: BLE001 - a kind's bug must not stop the ingest loop
+            raise DecodeError("invalid_value", f"{self.name}: cannot derive readings: {err}") from err
+        try:
+            return self.model.model_validate(derived)
         except ValidationError as err:
             raise explain_validation(self.name, err) from err
 

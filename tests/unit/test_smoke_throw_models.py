@@ -60,7 +60,7 @@ def test_ts_forms_are_normalised_to_epoch_ns(ts: Any, expected_ns: int | None) -
     "ts", [1_732_780_800, "2024-11-28T08:00:00", "yesterday", True, [1_732_780_800_000]]
 )
 def test_bad_ts_is_rejected(ts: Any) -> None:
-    assert reason_of(SMOKE.validate, {"state": "normal", "ts": ts}).reason == "wrong_type"
+    assert reason_of(SMOKE.validate, {"state": "normal", "ts": ts}).reason == "invalid_value"
 
 
 # -- smoke --------------------------------------------------------------------------------
@@ -134,12 +134,12 @@ def test_floor_range_forms(extra: dict[str, Any], low: int | None, high: int | N
 @pytest.mark.parametrize(
     ("extra", "reason", "words"),
     [
-        ({"floor_range": [7, 3]}, "wrong_type", "low 7 is above high 3"),
-        ({"floor_low": 7, "floor_high": 3}, "wrong_type", "low 7 is above high 3"),
-        ({"floor_range": [4, 5, 6]}, "wrong_type", "[low, high]"),
-        ({"floor_range": [4]}, "wrong_type", "[low, high]"),
-        ({"floor_range": "4-6"}, "wrong_type", "[low, high]"),
-        ({"floor_range": [4, 6], "floor_high": 6}, "wrong_type", "not both"),
+        ({"floor_range": [7, 3]}, "invalid_value", "low 7 is above high 3"),
+        ({"floor_low": 7, "floor_high": 3}, "invalid_value", "low 7 is above high 3"),
+        ({"floor_range": [4, 5, 6]}, "invalid_value", "[low, high]"),
+        ({"floor_range": [4]}, "invalid_value", "[low, high]"),
+        ({"floor_range": "4-6"}, "invalid_value", "[low, high]"),
+        ({"floor_range": [4, 6], "floor_high": 6}, "invalid_value", "not both"),
         ({"floor_range": [0, 6]}, "out_of_range", "floor_low"),
         ({"floor_range": [4, 101]}, "out_of_range", "floor_high"),
         ({"floor_range": [4.5, 6]}, "wrong_type", "floor_low"),
@@ -185,9 +185,9 @@ def test_other_events_need_no_floor(event: str) -> None:
         ("object_size", "large", None),
         ("object_size", "huge", "wrong_type"),
         ("snapshot_url", "http://nvr.local/" + "x" * 495, None),
-        ("snapshot_url", "http://nvr.local/" + "x" * 496, "wrong_type"),
+        ("snapshot_url", "http://nvr.local/" + "x" * 496, "out_of_range"),
         ("clip_url", 42, "wrong_type"),
-        ("facade", "", "wrong_type"),
+        ("facade", "", "out_of_range"),
         ("trajectory_points", 3, "unknown_field"),
     ],
 )
@@ -220,10 +220,10 @@ def test_trajectory_count_is_the_written_field(trajectory: Any, points: int | No
 @pytest.mark.parametrize(
     ("trajectory", "reason", "words"),
     [
-        ([[0, 1.0, 2.0]] * 501, "wrong_type", "at most 500"),
-        ([[0, 1.0, 2.0], [40, 1.0]], "wrong_type", "trajectory point 1"),
-        ([[0, 1.0, 2.0, 3.0]], "wrong_type", "trajectory point 0"),
-        ([5], "wrong_type", "trajectory point 0"),
+        ([[0, 1.0, 2.0]] * 501, "out_of_range", "at most 500"),
+        ([[0, 1.0, 2.0], [40, 1.0]], "invalid_value", "trajectory point 1"),
+        ([[0, 1.0, 2.0, 3.0]], "invalid_value", "trajectory point 0"),
+        ([5], "invalid_value", "trajectory point 0"),
         ([[-1, 1.0, 2.0]], "out_of_range", "trajectory.0.0"),
         ([[0, 1.0, -2.0]], "out_of_range", "trajectory.0.2"),
         ([[0, "left", 2.0]], "wrong_type", "trajectory.0.1"),
