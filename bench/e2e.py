@@ -26,6 +26,7 @@ from pathlib import Path
 import psutil
 
 from bench.loadgen import Device, make_devices, make_messages, publish, publish_packets
+from gateway import mqtt_wire as wire
 from gateway.db import make_engine
 from gateway.registry import Registry
 from gateway.services import (
@@ -123,6 +124,17 @@ def stop_consumer(proc: subprocess.Popen[bytes]) -> None:
         proc.wait()
 
 
+async def drop_session(port: int, client_id: str) -> None:
+    """End a persistent session so later runs' messages do not pile up in the broker."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    opts = wire.ConnectOptions(client_id=client_id, clean_start=True, session_expiry_s=0)
+    writer.write(wire.connect_packet(opts))
+    await reader.readexactly(2)
+    writer.write(wire.DISCONNECT_NORMAL)
+    await writer.drain()
+    writer.close()
+
+
 def measure(
     system: str,
     messages: list[tuple[str, bytes]],
@@ -155,6 +167,8 @@ def measure(
     cpu = sum(ps.cpu_times()[:2]) - cpu0
     publisher.join(120)
     stop_consumer(proc)
+    if system == "gateway":
+        asyncio.run(drop_session(mqtt.port, f"scc-gateway-{db}"))
     return RunResult(system, len(messages), stored, seconds, cpu, peak / 2**20)
 
 

@@ -280,8 +280,9 @@ class DeviceKind:
         """Validate one raw reading; raise DecodeError with a reason code."""
         try:
             derived = self.derive(raw, params)
-        except Exception as err:  # noqa: BLE001 - a kind's bug must not stop the ingest loop
-            raise DecodeError("invalid_value", f"{self.name}: cannot derive readings: {err}") from err
+        except Exception as err:  # a kind's bug must not stop the ingest loop
+            detail = f"{self.name}: cannot derive readings: {err}"
+            raise DecodeError("invalid_value", detail) from err
         try:
             return self.model.model_validate(derived)
         except ValidationError as err:
