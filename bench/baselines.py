@@ -92,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "batched":
         threading.Thread(target=batcher, daemon=True).start()
     client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"baseline-{args.mode}", clean_session=False
+        CallbackAPIVersion.VERSION2,
+        client_id=f"baseline-{args.mode}-{os.getpid()}",
+        clean_session=True,  # nothing queued by earlier runs may count for this one
     )
     client.on_message = on_message
     client.on_connect = lambda c, u, f, rc, p: c.subscribe("scc/v1/+/+", qos=1)
