@@ -26,7 +26,7 @@ from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.deadletter import DeadLetterStore
 from gateway.influx import Drainer, LineWriter, V1Target, V1Writer, V2Target, V2Writer
-from gateway.lineproto import escape_tag
+from gateway.metrics import Sample, influx_lines
 from gateway.mqtt_source import Batch, MqttSource, SourceOptions
 from gateway.pipeline import BatchResult, Pipeline, Rejected, registry_lookup
 from gateway.registry import DeviceInfo, Registry
@@ -232,26 +232,44 @@ class Gateway:
             except (SpoolFullError, OSError) as err:
                 log.warning("gateway_stats not spooled: %s", err)
 
-    def stats_lines(self, ts: int) -> list[str]:
-        """``gateway_stats`` points: totals, per kind, per dead-letter reason."""
-        gw = escape_tag(self.settings.name)
+    def samples(self) -> list[Sample]:
+        """Every counter and gauge of the gateway (for /metrics and gateway_stats)."""
         c = self.counters
         d = self.drainer.stats
-        lines = [
-            f"gateway_stats,gateway={gw} messages={sum(c.messages.values())}i,points={c.points}i,"
-            f"batches={c.batches}i,dead_letters={sum(c.dead_letters.values())}i,"
-            f"spool_bytes={self.spool.depth_bytes()}i,written_lines={d.written_lines}i,"
-            f"write_requests={d.write_requests}i,write_retries={d.retries}i,"
-            f"write_batch_lines={d.last_batch_lines}i,write_batch_seconds={d.last_batch_seconds!r},"
-            f"mqtt_reconnects={self.source.reconnects}i,batch_size={c.last_batch_size}i,"
-            f"batch_process_seconds={c.last_batch_process_s!r} {ts}"
-        ]
-        lines += [
-            f"gateway_stats,gateway={gw},kind={k} messages={n}i {ts}"
+        out = [
+            Sample("scc_messages_total", n, (("kind", k),), help="valid messages by device kind")
             for k, n in sorted(c.messages.items())
         ]
-        lines += [
-            f"gateway_stats,gateway={gw},reason={escape_tag(r)} dead_letters={n}i {ts}"
+        out += [
+            Sample(
+                "scc_dead_letters_total", n, (("reason", r),), help="rejected messages by reason"
+            )
             for r, n in sorted(c.dead_letters.items())
         ]
-        return lines
+        out += [
+            Sample("scc_points_total", c.points, help="points spooled for InfluxDB"),
+            Sample("scc_batches_total", c.batches, help="batches processed"),
+            Sample("scc_acked_batches_total", c.acked_batches, help="batches acknowledged"),
+            Sample("scc_persist_retries_total", c.persist_retries, help="spool/DB write retries"),
+            Sample("scc_batch_size", c.last_batch_size, kind="gauge", help="last batch size"),
+            Sample("scc_batch_process_seconds", c.last_batch_process_s, kind="gauge"),
+            Sample(
+                "scc_spool_bytes",
+                self.spool.depth_bytes(),
+                kind="gauge",
+                help="not yet in InfluxDB",
+            ),
+            Sample("scc_spool_full_waits_total", self.spool.full_waits, help="appends that waited"),
+            Sample("scc_influx_written_lines_total", d.written_lines),
+            Sample("scc_influx_write_requests_total", d.write_requests),
+            Sample("scc_influx_write_retries_total", d.retries),
+            Sample("scc_influx_rejected_lines_total", d.rejected_lines),
+            Sample("scc_influx_write_batch_lines", d.last_batch_lines, kind="gauge"),
+            Sample("scc_influx_write_batch_seconds", d.last_batch_seconds, kind="gauge"),
+            Sample("scc_mqtt_reconnects_total", self.source.reconnects),
+        ]
+        return out
+
+    def stats_lines(self, ts: int) -> list[str]:
+        """``gateway_stats`` points for InfluxDB."""
+        return influx_lines(self.samples(), self.settings.name, ts)

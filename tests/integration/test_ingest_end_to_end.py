@@ -117,7 +117,7 @@ def make_gateway(
         mqtt_port=mosquitto.port,
         influx_url=influxdb.url,
         influx_database=db,
-        stats_interval_s=3600,
+        stats_interval_s=0.5,
         linger_ms=5,
     )
     gateway = Gateway(settings)
@@ -153,6 +153,13 @@ def test_known_messages_end_up_exactly_as_expected(
             "every message processed",
         )
         wait_for(gateway.drainer.drained, 20, "spool drained to InfluxDB")
+        wait_for(
+            lambda: any(
+                r.get("kind") == "smoke" for r in rows(influxdb.url, influx_db, "gateway_stats")
+            ),
+            20,
+            "gateway_stats written",
+        )
 
     counts = {m: len(rows(influxdb.url, influx_db, m)) for m in EXPECTED_POINTS}
     assert counts == EXPECTED_POINTS
