@@ -109,5 +109,7 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
+    import gateway.alert_models  # noqa: F401 - registers the alert and work-order tables
+
     Base.metadata.create_all(engine)
     return engine

@@ -1,0 +1,210 @@
+"""Who owns a problem: the lowest hierarchy node with a team for it, and who is told.
+
+"Small matters stay in the grid, big matters stay in the street" (小事不出网格，大事不出街道):
+a work order goes to the LOWEST node on the problem's path (street → … → unit) whose staff
+hold a role eligible for the order's category; when an SLA is breached it escalates to the
+next ANCESTOR of its current owner that has staff with any handling role. Building and unit
+heads are volunteers: they are copied on notifications below the owner, never owners.
+
+The decision itself (``plan_route``) is a pure function of the path and the staff, so it is
+table-tested without a database; ``Router`` only reads the registry tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from gateway.db import LEVELS, Device, Node, Staff
+
+GRID_TEAM: tuple[str, ...] = ("grid_head", "grid_member")
+PROPERTY: tuple[str, ...] = ("property_manager",)
+HANDLING_ROLES: tuple[str, ...] = (
+    "street_officer",
+    "community_secretary",
+    "grid_head",
+    "grid_member",
+    "property_manager",
+)
+VOLUNTEER_ROLES: tuple[str, ...] = ("building_head", "unit_head")
+
+# Which roles own a category. Safety matters go to the grid team (网格吹哨: the grid calls
+# in the departments); upkeep goes to the property company. A category whose roles are
+# nowhere on the path, or that is not listed, falls back to any handling role.
+CATEGORY_ROLES: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "fire": GRID_TEAM,
+        "safety": GRID_TEAM,
+        "public_safety": GRID_TEAM,
+        "urban_management": GRID_TEAM,
+        "sanitation": PROPERTY,
+        "maintenance": PROPERTY,
+        "facility": PROPERTY,
+        "utilities": PROPERTY,
+        "manual": PROPERTY,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PathNode:
+    """One node on a hierarchy path."""
+
+    node_id: int
+    level: str
+    code: str
+
+
+@dataclass(frozen=True, slots=True)
+class StaffMember:
+    """A staff row, detached from the database."""
+
+    staff_id: int
+    node_id: int
+    name: str
+    role: str
+    email: str | None = None
+    phone: str | None = None
+
+    def as_recipient(self, node_code: str, *, cc: bool) -> dict[str, object]:
+        """The recipient entry of a notification event."""
+        return {
+            "staff_id": self.staff_id,
+            "name": self.name,
+            "role": self.role,
+            "email": self.email,
+            "phone": self.phone,
+            "node": node_code,
+            "cc": cc,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """The owner of a problem, the people to tell, and where it escalates next."""
+
+    owner: PathNode | None
+    owners: tuple[StaffMember, ...]
+    cc: tuple[StaffMember, ...]
+    escalation: PathNode | None
+    codes: Mapping[int, str]  # node id → code, for recipient entries
+
+    def recipients(self) -> list[dict[str, object]]:
+        """Owners first, then the volunteers copied in."""
+        return [m.as_recipient(self.codes.get(m.node_id, ""), cc=False) for m in self.owners] + [
+            m.as_recipient(self.codes.get(m.node_id, ""), cc=True) for m in self.cc
+        ]
+
+
+def eligible_roles(category: str) -> tuple[str, ...]:
+    """The roles that may own ``category`` (any handling role when unknown)."""
+    return CATEGORY_ROLES.get(category, HANDLING_ROLES)
+
+
+def path_string(path: Sequence[PathNode]) -> str:
+    """``/ST1/SQ1/G1/C1/`` — a path as a string that ``LIKE '%/C1/%'`` can scope on."""
+    return "/" + "".join(f"{node.code}/" for node in path)
+
+
+def _has_role(members: Iterable[StaffMember], roles: Sequence[str]) -> bool:
+    return any(member.role in roles for member in members)
+
+
+def _lowest_index(
+    path: Sequence[PathNode], staff: Mapping[int, Sequence[StaffMember]], roles: Sequence[str]
+) -> int | None:
+    for index in range(len(path) - 1, -1, -1):
+        if _has_role(staff.get(path[index].node_id, ()), roles):
+            return index
+    return None
+
+
+def _owner_index(
+    path: Sequence[PathNode], staff: Mapping[int, Sequence[StaffMember]], category: str
+) -> int | None:
+    found = _lowest_index(path, staff, eligible_roles(category))
+    return found if found is not None else _lowest_index(path, staff, HANDLING_ROLES)
+
+
+def plan_route(
+    path: Sequence[PathNode],
+    staff: Mapping[int, Sequence[StaffMember]],
+    category: str,
+    owner_id: int | None = None,
+) -> Route:
+    """Route a problem at the bottom of ``path`` (street first).
+
+    With ``owner_id`` None the owner is chosen (lowest eligible node); otherwise the owner is
+    kept (an order that has already escalated) and only recipients and the next escalation
+    target are worked out.
+    """
+    codes = {node.node_id: node.code for node in path}
+    ids = [node.node_id for node in path]
+    index = _owner_index(path, staff, category) if owner_id is None else None
+    if owner_id is not None and owner_id in ids:
+        index = ids.index(owner_id)
+    if index is None:
+        return Route(None, (), (), None, codes)
+    owner = path[index]
+    at_owner = staff.get(owner.node_id, ())
+    owners = tuple(m for m in at_owner if m.role in eligible_roles(category)) or tuple(
+        m for m in at_owner if m.role in HANDLING_ROLES
+    )
+    cc = tuple(
+        member
+        for node in path[index + 1 :]
+        for member in staff.get(node.node_id, ())
+        if member.role in VOLUNTEER_ROLES
+    )
+    above = _lowest_index(path[:index], staff, HANDLING_ROLES)
+    return Route(owner, owners, cc, None if above is None else path[above], codes)
+
+
+class Router:
+    """Reads hierarchy paths and staff from the registry tables and plans routes."""
+
+    def device_node(self, session: Session, device_id: str) -> int | None:
+        """The node a registered device hangs at (None for unknown devices)."""
+        return session.scalar(select(Device.node_id).where(Device.device_id == device_id))
+
+    def node_by_code(self, session: Session, code: str) -> PathNode | None:
+        """A node by its code."""
+        node = session.scalar(select(Node).where(Node.code == code))
+        return None if node is None else PathNode(node.id, node.level, node.code)
+
+    def path(self, session: Session, node_id: int | None) -> tuple[PathNode, ...]:
+        """The path from the street down to ``node_id`` (empty when unknown)."""
+        nodes: list[PathNode] = []
+        current = node_id
+        while current is not None and len(nodes) <= len(LEVELS):
+            node = session.get(Node, current)
+            if node is None:
+                break
+            nodes.append(PathNode(node.id, node.level, node.code))
+            current = node.parent_id
+        return tuple(reversed(nodes))
+
+    def staff_on(self, session: Session, node_ids: Iterable[int]) -> dict[int, list[StaffMember]]:
+        """Staff per node for the nodes named."""
+        out: dict[int, list[StaffMember]] = {}
+        query = select(Staff).where(Staff.node_id.in_(list(node_ids))).order_by(Staff.id)
+        for row in session.scalars(query):
+            member = StaffMember(row.id, row.node_id, row.name, row.role, row.email, row.phone)
+            out.setdefault(row.node_id, []).append(member)
+        return out
+
+    def route(
+        self,
+        session: Session,
+        origin_node_id: int | None,
+        category: str,
+        owner_id: int | None = None,
+    ) -> Route:
+        """Plan the route of a problem at ``origin_node_id`` (see ``plan_route``)."""
+        path = self.path(session, origin_node_id)
+        staff = self.staff_on(session, [node.node_id for node in path])
+        return plan_route(path, staff, category, owner_id)
