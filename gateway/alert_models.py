@@ -39,7 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.clock import after, require_utc
-from gateway.db import Base, Node
+from gateway.db import Base, Node, utcnow
 from gateway.routing import PathNode
 
 ALERT_STATES: tuple[str, ...] = ("pending", "firing", "resolved")
@@ -371,3 +371,14 @@ def overdue_query(now: datetime, level: str | None = None) -> Select[Any]:
         .order_by(WorkOrder.id)
     )
     return query if level is None else query.where(Node.level == level)
+
+
+class RuleStateRow(Base):
+    """Saved per-(rule, device or group) engine state, so alerts survive a restart."""
+
+    __tablename__ = "rule_state"
+
+    rule_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    key: Mapped[str] = mapped_column(String(256), primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -46,6 +46,22 @@ class Settings(BaseModel):
     influx_max_request_bytes: int = Field(1 << 20, ge=1024)
     influx_connections: int = Field(2, ge=1, le=16)
 
+    rules_dir: Path | None = None  # site rules overriding devices/<kind>/rules.yaml
+    rules_tick_s: float = Field(1.0, gt=0, le=60)
+    sla_check_s: float = Field(10.0, gt=0, le=3600)
+
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    webhook_template: Literal["generic", "wecom", "dingtalk", "feishu"] = "generic"
+    webhook_min_severity: Literal["info", "warning", "major", "critical"] = "warning"
+    smtp_host: str | None = None
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_sender: str = "scc-gateway@localhost"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    email_min_severity: Literal["info", "warning", "major", "critical"] = "major"
+
     spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
     spool_fsync: bool = True
     stats_interval_s: float = Field(5.0, gt=0)

@@ -16,21 +16,27 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter, deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine
 
 from gateway import mqtt_wire
+from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.deadletter import DeadLetterStore
 from gateway.influx import Drainer, LineWriter, V1Target, V1Writer, V2Target, V2Writer
 from gateway.metrics import Sample, influx_lines
 from gateway.mqtt_source import Batch, MqttSource, SourceOptions
+from gateway.notify import Channel, ChannelFilter, Dispatcher, EmailNotifier, WebhookNotifier
 from gateway.pipeline import BatchResult, Pipeline, Rejected, registry_lookup
 from gateway.registry import DeviceInfo, Registry
+from gateway.rulestage import Outcome, RuleStage
 from gateway.spool import Spool, SpoolFullError
+from gateway.sse import EventHub
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,52 @@ class Counters:
     persist_retries: int = 0
     last_batch_size: int = 0
     last_batch_process_s: float = 0.0
+
+
+@dataclass(slots=True)
+class PersistJob:
+    """Everything one batch (or timer) must make durable before it is acknowledged."""
+
+    body: bytes
+    rejected: list[Rejected]
+    outcome: Outcome | None
+    check_sla: bool = False
+    alert_body: bytes = b""
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def notification_channels(settings: Settings) -> list[Channel]:
+    """Webhook and e-mail channels from the settings (none configured: none)."""
+    channels = []
+    if settings.webhook_url:
+        channels.append(
+            Channel(
+                "webhook",
+                WebhookNotifier(
+                    settings.webhook_url, settings.webhook_secret, settings.webhook_template
+                ),
+                ChannelFilter(min_severity=settings.webhook_min_severity),
+            )
+        )
+    if settings.smtp_host:
+        channels.append(
+            Channel(
+                "email",
+                EmailNotifier(
+                    settings.smtp_host,
+                    settings.smtp_port,
+                    settings.smtp_sender,
+                    settings.smtp_username,
+                    settings.smtp_password,
+                    settings.smtp_starttls,
+                ),
+                ChannelFilter(
+                    types=frozenset({"alert.firing", "workorder.opened", "workorder.escalated"}),
+                    min_severity=settings.email_min_severity,
+                ),
+            )
+        )
+    return channels
 
 
 def make_writer(settings: Settings) -> LineWriter:
@@ -96,7 +148,11 @@ class Gateway:
     """Wires the parts together; ``run()`` until ``stop()``."""
 
     def __init__(
-        self, settings: Settings, engine: Engine | None = None, writer: LineWriter | None = None
+        self,
+        settings: Settings,
+        engine: Engine | None = None,
+        writer: LineWriter | None = None,
+        clock: Clock | None = None,
     ):
         self.settings = settings
         settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +190,14 @@ class Gateway:
         )
         self._persist = ThreadPoolExecutor(max_workers=1, thread_name_prefix="persist")
         self._stopping = asyncio.Event()
-        self._influx_rejects: list[Rejected] = []
+        self.clock: Clock = clock or SystemClock()
+        self.hub = EventHub()
+        self.dispatcher = Dispatcher(notification_channels(settings))
+        self.rules = RuleStage(self.engine, self.clock, settings.rules_dir, snapshot, self._publish)
+
+    def _publish(self, event: dict[str, Any]) -> None:
+        self.hub.publish(event)
+        self.dispatcher.publish(event)
 
     def _lookup_one(self, device_id: str) -> DeviceInfo | None:
         return self.registry.device_infos([device_id]).get(device_id)
@@ -149,11 +212,19 @@ class Gateway:
     async def run(self) -> None:
         """Consume until stopped; on return everything acknowledged is in the spool."""
         ensure_v1_database(self.settings)
+        loop = asyncio.get_running_loop()
+        self.hub.bind(loop)
+        self.dispatcher.start()
         self.drainer.start()
         await self.source.start()
-        loop = asyncio.get_running_loop()
-        unacked: deque[tuple[asyncio.Future[None], Batch]] = deque()
-        stats_task = asyncio.create_task(self._stats_loop())
+        unacked: deque[tuple[asyncio.Future[None], Batch | None]] = deque()
+        self._unacked = unacked
+        tasks = [
+            asyncio.create_task(self._stats_loop()),
+            asyncio.create_task(self._every(self.settings.rules_tick_s, self._tick)),
+            asyncio.create_task(self._every(self.settings.sla_check_s, self._check_sla)),
+            asyncio.create_task(self._every(5.0, self._reload_rules)),
+        ]
         try:
             while not self._stopping.is_set():
                 batch = await self.source.next_batch(timeout=0.2)
@@ -161,20 +232,49 @@ class Gateway:
                 if batch is None:
                     continue
                 result = self._process(batch)
-                fut = loop.run_in_executor(self._persist, self._persist_result, result)
-                unacked.append((fut, batch))
+                outcome = self.rules.observe(result.accepted, batch.received_ns)
+                self._submit(PersistJob(result.line_bytes(), result.rejected, outcome), batch)
                 while len(unacked) >= MAX_UNACKED_BATCHES:
                     await self._ack_ready(unacked, block=True)
             while unacked:
                 await self._ack_ready(unacked, block=True)
         finally:
-            stats_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stats_task
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             await self.source.stop()
             self._persist.shutdown(wait=True)
             await asyncio.to_thread(self.drainer.stop)
             self.spool.close()
+            self.hub.close()
+            await asyncio.to_thread(self.dispatcher.close, 5.0)
+
+    def _submit(self, job: PersistJob, batch: Batch | None = None) -> None:
+        """Queue a job on the persist thread; a batch is acknowledged once its job is done."""
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(self._persist, self._persist_job, job)
+        self._unacked.append((fut, batch))
+
+    async def _every(self, interval_s: float, action: Callable[[], None]) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                action()
+            except Exception:
+                log.exception("periodic task %s failed", getattr(action, "__name__", action))
+
+    def _tick(self) -> None:
+        outcome = self.rules.tick(time.time_ns())
+        if outcome:
+            self._submit(PersistJob(b"", [], outcome))
+
+    def _reload_rules(self) -> None:
+        outcome = self.rules.reload_if_changed()
+        if outcome:
+            self._submit(PersistJob(b"", [], outcome))
+
+    def _check_sla(self) -> None:
+        self._submit(PersistJob(b"", [], None, check_sla=True))
 
     def stop(self) -> None:
         """Ask ``run()`` to finish (safe from signal handlers on the loop)."""
@@ -193,15 +293,16 @@ class Gateway:
         counters.last_batch_process_s = time.perf_counter() - started
         return result
 
-    def _persist_result(self, result: BatchResult) -> None:
-        """Make a batch durable (runs on the persist thread); retries until it succeeds."""
-        body = result.line_bytes() if result.lines else b""
+    def _persist_job(self, job: PersistJob) -> None:
+        """Make a job durable (runs on the persist thread); retries until it succeeds.
+
+        Each step runs once: a retry after a failure resumes at the step that failed.
+        """
         while True:
             try:
-                if body:
-                    self.spool.append(body)
-                    body = b""
-                self.dead_letters.add_many(result.rejected)
+                self._persist_steps(job)
+                if job.events:
+                    self.rules.publish(job.events)
                 return
             except Exception as err:
                 self.counters.persist_retries += 1
@@ -210,15 +311,34 @@ class Gateway:
                     raise
                 time.sleep(0.5)
 
+    def _persist_steps(self, job: PersistJob) -> None:
+        if job.body:
+            self.spool.append(job.body)
+            job.body = b""
+        if job.rejected:
+            self.dead_letters.add_many(job.rejected)
+            job.rejected = []
+        if job.outcome is not None:
+            events, lines = self.rules.persist(job.outcome)
+            job.outcome = None
+            job.events += events
+            job.alert_body = "\n".join(lines).encode()
+        if job.alert_body:
+            self.spool.append(job.alert_body)
+            job.alert_body = b""
+        if job.check_sla:
+            job.events += self.rules.check_sla()
+            job.check_sla = False
+
     async def _ack_ready(
-        self, unacked: deque[tuple[asyncio.Future[None], Batch]], block: bool
+        self, unacked: deque[tuple[asyncio.Future[None], Batch | None]], block: bool
     ) -> None:
         if block and unacked:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(unacked[0][0]), 0.5)
         while unacked and unacked[0][0].done():
             fut, batch = unacked.popleft()
-            if fut.exception() is None:
+            if fut.exception() is None and batch is not None:
                 self.source.ack(batch)
                 self.counters.acked_batches += 1
 

@@ -1,0 +1,202 @@
+"""Rules in the running gateway: readings → engine → alerts, work orders, notifications.
+
+The engine is pure and runs on the event loop next to the pipeline; everything with I/O
+(alert and work-order rows, saved rule state, ``alerts`` points) happens in ``persist`` on
+the gateway's persist thread, before the batch that caused it is acknowledged. So an alert
+is never lost across a crash: either its readings are redelivered, or it is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from devices import KINDS, load_kind
+from gateway.alert_models import RuleInfo, RuleStateRow
+from gateway.alerts import AlertService
+from gateway.clock import Clock
+from gateway.db import utcnow
+from gateway.lineproto import escape_string_field, series_prefix
+from gateway.pipeline import Accepted, device_tags
+from gateway.registry import DeviceInfo
+from gateway.routing import Router
+from gateway.workorders import WorkOrderService
+from rules import Engine as RuleEngine
+from rules import Observation, RuleError, RuleSet, Transition, load_rules
+
+log = logging.getLogger(__name__)
+
+Event = dict[str, Any]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one evaluation produced: transitions and the engine state to save with them."""
+
+    transitions: list[Transition] = field(default_factory=list)
+    dirty: dict[tuple[str, str], dict[str, object] | None] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.transitions or self.dirty)
+
+
+def rule_infos(ruleset: RuleSet) -> dict[str, RuleInfo]:
+    """What the alert layer needs of each rule."""
+    infos = {}
+    for rule in ruleset:
+        order = rule.work_order
+        infos[rule.id] = RuleInfo(
+            rule.id,
+            rule.title,
+            rule.severity,
+            order.category if order else None,
+            order.sla.ack if order and order.sla else None,
+            order.sla.resolve if order and order.sla else None,
+        )
+    return infos
+
+
+class RuleStage:
+    """Owns the rules engine, the alert and work-order services, and rule reloading."""
+
+    def __init__(
+        self,
+        db: Engine,
+        clock: Clock,
+        site_dir: Path | None,
+        devices: Mapping[str, DeviceInfo],
+        publish: Callable[[Event], None],
+    ) -> None:
+        self.db = db
+        self.site_dir = site_dir
+        self._publish = publish
+        self._site_stamp = self._stamp()
+        self.ruleset = load_rules(site_dir)
+        heartbeat = {kind: float(load_kind(kind).heartbeat_s) for kind in KINDS}
+        self.engine = RuleEngine(self.ruleset, heartbeat)
+        self.orders = WorkOrderService(db, clock, Router())
+        self.alerts = AlertService(db, clock, rule_infos(self.ruleset), orders=self.orders)
+        self._tags: dict[str, dict[str, str]] = {}
+        now = time.time_ns()
+        for info in devices.values():
+            # Registration counts as activity: a device never heard from goes offline.
+            self.engine.seen(info.device_id, info.kind, now)
+            self._tags[info.device_id] = device_tags(info)
+        self.engine.load_states(self._saved_states())
+        self.engine.dirty_states()  # what was just loaded is saved already
+        self.transitions_total = 0
+        self.last_eval_s = 0.0
+
+    # -- on the event loop -------------------------------------------------------------
+    def observe(self, accepted: Sequence[Accepted], received_ns: int) -> Outcome:
+        """Evaluate a batch's valid readings (pure CPU work)."""
+        started = time.perf_counter()
+        observations = []
+        tags = self._tags
+        for item in accepted:
+            info = item.info
+            where = tags.get(info.device_id)
+            if where is None:
+                where = tags[info.device_id] = device_tags(info)
+            if item.reading is None:  # status message: activity only
+                self.engine.seen(info.device_id, info.kind, item.ts_ns)
+                continue
+            values = {k: v for k, v in item.reading.__dict__.items() if v is not None}
+            observations.append(Observation(info.device_id, info.kind, item.ts_ns, values, where))
+        transitions = self.engine.evaluate(observations, received_ns)
+        self.last_eval_s = time.perf_counter() - started
+        return self._outcome(transitions)
+
+    def tick(self, now_ns: int) -> Outcome:
+        """Absence, ``for`` timers and window expiry."""
+        return self._outcome(self.engine.tick(now_ns))
+
+    def reload_if_changed(self) -> Outcome | None:
+        """Reload site rules when a file changed; keep the old rules when the new ones are bad."""
+        stamp = self._stamp()
+        if stamp == self._site_stamp:
+            return None
+        self._site_stamp = stamp
+        return self.reload()
+
+    def reload(self) -> Outcome | None:
+        """Load the rules again and switch the engine over (state of kept rules survives)."""
+        try:
+            ruleset = load_rules(self.site_dir)
+        except RuleError as err:
+            log.error("rules not reloaded, keeping the running ones: %s", err)
+            return None
+        if ruleset.fingerprint == self.ruleset.fingerprint:
+            return None
+        self.ruleset = ruleset
+        transitions = self.engine.reload(ruleset)
+        self.alerts.rules = rule_infos(ruleset)
+        log.info("rules reloaded: %d rules (%s)", len(list(ruleset)), ruleset.fingerprint[:12])
+        return self._outcome(transitions)
+
+    def _outcome(self, transitions: list[Transition]) -> Outcome:
+        self.transitions_total += len(transitions)
+        return Outcome(transitions, self.engine.dirty_states())
+
+    def _stamp(self) -> tuple[tuple[str, float], ...]:
+        if self.site_dir is None or not self.site_dir.is_dir():
+            return ()
+        return tuple(sorted((p.name, p.stat().st_mtime) for p in self.site_dir.glob("*.yaml")))
+
+    # -- on the persist thread ---------------------------------------------------------
+    def persist(self, outcome: Outcome) -> tuple[list[Event], list[str]]:
+        """Store alerts, work orders and engine state; return events and ``alerts`` lines."""
+        events = self.alerts.apply(outcome.transitions) if outcome.transitions else []
+        if outcome.dirty:
+            self._save_states(outcome.dirty)
+        return events, [self.alert_line(t) for t in outcome.transitions if not t.repeat]
+
+    def check_sla(self) -> list[Event]:
+        """Escalate work orders whose deadlines passed."""
+        return self.orders.check_sla()
+
+    def alert_line(self, transition: Transition) -> str:
+        """An ``alerts`` point (Grafana annotations and alert panels)."""
+        tags = dict(self._tags.get(transition.device_id, {"device_id": transition.device_id}))
+        tags.update(
+            rule_id=transition.rule_id,
+            kind=transition.kind,
+            severity=transition.severity,
+            state=transition.state,
+        )
+        title = self.alerts.rules.get(transition.rule_id)
+        fields = [
+            f"title={escape_string_field(title.title if title else transition.rule_id)}",
+            f"message={escape_string_field(transition.message)}",
+            f"firing={'true' if transition.state == 'firing' else 'false'}",
+        ]
+        return f"{series_prefix('alerts', tags)} {','.join(fields)} {transition.ts_ns}"
+
+    def _saved_states(self) -> list[tuple[str, str, dict[str, Any]]]:
+        with Session(self.db) as session:
+            rows = session.scalars(select(RuleStateRow))
+            return [(row.rule_id, row.key, dict(row.state)) for row in rows]
+
+    def _save_states(self, dirty: Mapping[tuple[str, str], dict[str, object] | None]) -> None:
+        with Session(self.db) as session, session.begin():
+            for (rule_id, key), state in dirty.items():
+                row = session.get(RuleStateRow, (rule_id, key))
+                if state is None:
+                    if row is not None:
+                        session.delete(row)
+                elif row is None:
+                    session.add(RuleStateRow(rule_id=rule_id, key=key, state=state))
+                else:
+                    row.state, row.updated_at = dict(state), utcnow()
+
+    def publish(self, events: Sequence[Event]) -> None:
+        """Hand events to notifications and the live stream (never blocks)."""
+        for event in events:
+            self._publish(event)
