@@ -199,4 +199,17 @@ class RuleStage:
     def publish(self, events: Sequence[Event]) -> None:
         """Hand events to notifications and the live stream (never blocks)."""
         for event in events:
-            self._publish(event)
+            self._publish(summarise(event))
+
+
+_SUMMARY_KEYS = ("severity", "title", "message", "device_id", "rule_id", "node", "node_path")
+
+
+def summarise(event: Event) -> Event:
+    """Lift the subject's headline fields (severity, title, device, …) to the top level, where
+    notification filters and templates look for them."""
+    subject = event.get("alert") or event.get("order") or {}
+    lifted = {key: subject[key] for key in _SUMMARY_KEYS if key in subject and key not in event}
+    if "node_path" in lifted and "path" not in event:
+        lifted["path"] = lifted["node_path"]
+    return {**event, **lifted} if lifted else event
