@@ -190,7 +190,7 @@ def test_fire_to_rating(chain: Chain, influxdb: ManagedProcess, influx_db: str) 
     for step in ("open", "escalate", "dispatch", "start", "sensor_ok", "resolve", "close", "rate"):
         assert step in steps, steps
 
-    eventually("alerts in InfluxDB", lambda: chain.gateway.drainer.drained())
+    eventually("alerts in InfluxDB", chain.gateway.drainer.drained)
     points = rows(influxdb.url, influx_db, "alerts")
     states = [(p["rule_id"], p["state"]) for p in points if p["device_id"] == "smoke-B3-2-1001"]
     assert ("smoke.fire_alarm", "firing") in states and ("smoke.fire_alarm", "resolved") in states
