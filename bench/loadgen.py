@@ -106,7 +106,14 @@ async def publish(port: int, packets: list[bytes], qos: int, client_id: str) -> 
             writer.write(b"".join(packets[start : start + 2000]))
             await writer.drain()
     else:
-        await _publish_qos1(reader, writer, packets, window)
+        acked = [0]
+        acks = asyncio.create_task(_count_acks(reader, acked))
+        await _send_windowed(writer, packets, window, acked, rate=None)
+        for _ in range(60_000):  # until the last PUBACK, at most a minute
+            if acked[0] >= len(packets):
+                break
+            await asyncio.sleep(0.001)
+        acks.cancel()
     writer.write(wire.DISCONNECT_NORMAL)
     await writer.drain()
     elapsed = time.perf_counter() - started
@@ -143,31 +150,82 @@ def _receive_maximum(connack_body: bytes) -> int:
     return 65535
 
 
-async def _publish_qos1(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, packets: list[bytes], window: int
+async def publish_paced(port: int, packets: list[bytes], rate: float, client_id: str) -> float:
+    """Publish QoS 1 packets at ``rate`` msg/s (in 10 ms slices), never exceeding the
+    broker's Receive Maximum in flight; return seconds taken."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    opts = wire.ConnectOptions(client_id=client_id, clean_start=True, session_expiry_s=0)
+    writer.write(wire.connect_packet(opts))
+    head = await reader.readexactly(2)
+    window = _receive_maximum(await reader.readexactly(head[1]))
+    acked = [0]
+    acks = asyncio.create_task(_count_acks(reader, acked))
+    started = time.perf_counter()
+    await _send_windowed(writer, packets, window, acked, rate)
+    elapsed = time.perf_counter() - started
+    acks.cancel()
+    writer.write(wire.DISCONNECT_NORMAL)
+    await writer.drain()
+    writer.close()
+    return elapsed
+
+
+async def _send_windowed(
+    writer: asyncio.StreamWriter,
+    packets: list[bytes],
+    window: int,
+    acked: list[int],
+    rate: float | None,
 ) -> None:
-    window = max(1, min(window, 60000))
-    acked = 0
-    sent = 0
-    total = len(packets)
+    """Write packets in slices, paced at ``rate`` msg/s (None: flat out), keeping at most
+    ``window`` unacknowledged."""
+    slice_n = min(max(1, round(rate / 100)) if rate else 2000, max(1, window // 4))
+    started = time.perf_counter()
+    for index in range(0, len(packets), slice_n):
+        if rate:
+            delay = started + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        for _ in range(60_000):  # bounded wait (a minute) for the in-flight window
+            if index + slice_n - acked[0] <= window:
+                break
+            await asyncio.sleep(0.001)
+        writer.write(b"".join(packets[index : index + slice_n]))
+        await writer.drain()
+
+
+async def _count_acks(reader: asyncio.StreamReader, acked: list[int]) -> None:
+    """Count PUBACKs as they arrive."""
     buf = bytearray()
-    while acked < total:
-        if sent < total and sent - acked < window:
-            end = min(total, acked + window, sent + 2000)
-            writer.write(b"".join(packets[sent:end]))
-            sent = end
-            await writer.drain()
-            continue
-        data = await asyncio.wait_for(reader.read(65536), 60)
-        if not data:
-            raise ConnectionError("broker closed the connection")
+    while data := await reader.read(65536):
         buf += data
         pos = 0
         while len(buf) - pos >= 2:
             decoded = wire.decode_varint(buf, pos + 1)
             if decoded is None or decoded[1] + decoded[0] > len(buf):
                 break
-            if buf[pos] >> 4 == 4:  # PUBACK
-                acked += 1
+            if buf[pos] >> 4 == 4:
+                acked[0] += 1
             pos = decoded[1] + decoded[0]
         del buf[:pos]
+
+
+def main() -> None:
+    """``python -m bench.loadgen --port P --rate R --seconds S``: steady background load."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--rate", type=float, default=10_000)
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--devices", type=int, default=10_000)
+    args = parser.parse_args()
+    total = int(args.rate * args.seconds)
+    packets = publish_packets(make_messages(make_devices(args.devices), total), qos=1)
+    print("ready", flush=True)
+    elapsed = asyncio.run(publish_paced(args.port, packets, args.rate, "bench-background"))
+    print(f"published {total} in {elapsed:.1f} s = {total / elapsed:.0f} msg/s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

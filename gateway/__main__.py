@@ -1,7 +1,7 @@
 """Command line: ``python -m gateway <command>``.
 
 Commands: ``services up|down|status``, ``registry load|stats``, ``run``,
-``deadletter list|show|replay``, ``demo``.
+``deadletter list|show|replay``, ``token create|list|revoke``, ``demo``.
 """
 
 from __future__ import annotations
@@ -146,11 +146,56 @@ def _replay(args: argparse.Namespace, settings: Settings, store: DeadLetterStore
     return 0
 
 
+def cmd_token(args: argparse.Namespace) -> int:
+    """Create, list or revoke API tokens (a new token is printed once, on stdout)."""
+    from sqlalchemy.orm import Session
+
+    from gateway import auth
+    from gateway.api_models import create_tables
+
+    engine = make_engine(_settings(args).database_url)
+    create_tables(engine)
+    with Session(engine) as session, session.begin():
+        if args.action == "create":
+            try:
+                issued = auth.issue_token(session, args.role, args.node, args.name)
+            except ValueError as err:
+                print(f"error: {err}", file=sys.stderr)
+                return 2
+            print(f"token {issued.prefix}: role {issued.role} at {issued.node}", file=sys.stderr)
+            print("shown once; it is stored hashed and cannot be shown again:", file=sys.stderr)
+            print(issued.token)
+        elif args.action == "list":
+            for token, code in auth.list_tokens(session):
+                state = f"revoked {token.revoked_at:%Y-%m-%d}" if token.revoked_at else "active"
+                print(f"{token.prefix}  {token.role:12} {code:10} {state:18} {token.name}")
+        elif not auth.revoke_token(session, args.prefix):
+            print(f"error: no token {args.prefix!r}", file=sys.stderr)
+            return 2
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Services, registry, gateway and a simulated community, with a live summary."""
     from gateway.demo import run_demo
 
     return run_demo(args)
+
+
+def _add_token_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from gateway.auth import ROLES
+
+    token = sub.add_parser("token", help="API tokens (the first admin token comes from here)")
+    _add_common(token)
+    token_sub = token.add_subparsers(dest="action", required=True)
+    create = token_sub.add_parser("create", help="create a token and print it once")
+    create.add_argument("--role", required=True, choices=ROLES)
+    create.add_argument("--node", required=True, help="scope node code, e.g. ST1 for everything")
+    create.add_argument("--name", required=True, help="who or what uses the token")
+    token_sub.add_parser("list", help="list tokens (never their secrets)")
+    revoke = token_sub.add_parser("revoke", help="revoke a token by its prefix")
+    revoke.add_argument("prefix")
+    token.set_defaults(func=cmd_token)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -192,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     show = dead_sub.add_parser("show")
     show.add_argument("id", type=int)
     dead.set_defaults(func=cmd_deadletter)
+
+    _add_token_parser(sub)
 
     demo = sub.add_parser("demo", help="run the whole thing with a simulated community")
     demo.add_argument("--state-dir", type=Path, default=Path("var/demo"))

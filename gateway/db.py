@@ -110,6 +110,7 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
     import gateway.alert_models  # noqa: F401 - registers the alert and work-order tables
+    import gateway.api_models  # noqa: F401 - registers the api_tokens table
 
     Base.metadata.create_all(engine)
     return engine

@@ -89,6 +89,21 @@ def find_binary(name: str) -> str:
     return found
 
 
+def find_dynsec_plugin() -> str:
+    """Locate ``mosquitto_dynamic_security.so`` (Debian puts it under the multiarch dir)."""
+    candidates = [
+        *sorted(Path("/usr/lib").glob("*/mosquitto_dynamic_security.so")),
+        Path("/usr/lib/mosquitto_dynamic_security.so"),
+        Path("/usr/local/lib/mosquitto_dynamic_security.so"),
+    ]
+    for path in candidates:
+        if path.is_file():
+            return str(path)
+    raise BinaryNotFoundError(
+        "the Mosquitto dynamic-security plugin (mosquitto_dynamic_security.so) is not installed"
+    )
+
+
 def probe_mqtt(port: int, timeout: float = 1.0) -> bool:
     """Do an MQTT 3.1.1 CONNECT/CONNACK round trip; any CONNACK means the broker answers."""
     client_id = f"scc-probe-{secrets.token_hex(4)}".encode()
@@ -197,6 +212,8 @@ class MosquittoConfig(ServerConfig):
     max_queued_messages: int = 1_000_000
     max_packet_size: int = 16 * _MIB  # far above any device payload or batch
     autosave_interval: int = 30
+    #: Opt-in: anonymous access off, logins and ACLs from the dynamic-security plugin.
+    dynsec: bool = False
 
     name: ClassVar[str] = "mosquitto"
     binary: ClassVar[str] = "mosquitto"
@@ -212,6 +229,41 @@ class MosquittoConfig(ServerConfig):
         """Broker log first, then stdout/stderr (start-up errors land there)."""
         return (self.broker_log_path, self.output_path)
 
+    @property
+    def dynsec_config_path(self) -> Path:
+        """The plugin's own state (clients, roles, ACLs), kept across restarts."""
+        return self.state_dir / "dynamic-security.json"
+
+    @property
+    def dynsec_admin_path(self) -> Path:
+        """The plugin admin's login (mode 0600), written with the first config."""
+        return self.state_dir / "dynsec-admin.json"
+
+    def dynsec_admin(self) -> tuple[str, str]:
+        """``(username, password)`` of the dynamic-security admin client."""
+        data = json.loads(self.dynsec_admin_path.read_text(encoding="utf-8"))
+        return str(data["username"]), str(data["password"])
+
+    def prepare(self) -> None:
+        """Write the config; in dynsec mode also the first plugin file and admin login."""
+        super().prepare()
+        if self.dynsec and not self.dynsec_config_path.exists():
+            from gateway.dynsec import write_initial_config
+
+            username, password = "scc-dynsec-admin", secrets.token_urlsafe(24)
+            fd = os.open(self.dynsec_admin_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump({"username": username, "password": password}, handle)
+            write_initial_config(self.dynsec_config_path, username, password)
+
+    def _dynsec_lines(self) -> list[str]:
+        if not self.dynsec:
+            return []
+        return [
+            f"plugin {find_dynsec_plugin()}",
+            f"plugin_opt_config_file {self.dynsec_config_path}",
+        ]
+
     def render(self) -> str:
         """Render ``mosquitto.conf``."""
         on_off = {True: "true", False: "false"}
@@ -223,7 +275,8 @@ class MosquittoConfig(ServerConfig):
                 "# Written by gateway.services on every start; edits are overwritten.",
                 "per_listener_settings false",
                 f"listener {self.port} {LOOPBACK}",
-                f"allow_anonymous {on_off[self.allow_anonymous]}",
+                f"allow_anonymous {on_off[self.allow_anonymous and not self.dynsec]}",
+                *self._dynsec_lines(),
                 f"persistence {on_off[self.persistence]}",
                 f"persistence_location {self.state_dir}/",
                 "persistence_file mosquitto.db",
@@ -545,10 +598,18 @@ class ManagedProcess:
 
 
 def start_mosquitto(
-    state_dir: Path | str, port: int | None = None, *, timeout: float = START_TIMEOUT
+    state_dir: Path | str,
+    port: int | None = None,
+    *,
+    timeout: float = START_TIMEOUT,
+    dynsec: bool = False,
 ) -> ManagedProcess:
-    """Start a broker in ``state_dir`` on ``port`` (a free one if None) and wait for it."""
-    proc = ManagedProcess(MosquittoConfig(port=port or free_port(), state_dir=Path(state_dir)))
+    """Start a broker in ``state_dir`` on ``port`` (a free one if None) and wait for it.
+
+    ``dynsec=True``: no anonymous access; the admin login is ``config.dynsec_admin()``.
+    """
+    config = MosquittoConfig(port=port or free_port(), state_dir=Path(state_dir), dynsec=dynsec)
+    proc = ManagedProcess(config)
     proc.start(timeout)
     return proc
 

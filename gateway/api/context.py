@@ -1,0 +1,58 @@
+"""What the API is built from: settings, database and the injected collaborators."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Engine
+
+from gateway.config import Settings
+from gateway.dynsec import Provisioner
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """Live state of a device as the ingest side knows it; None where unknown."""
+
+    last_seen: datetime | None = None
+    online: bool | None = None
+    battery: float | None = None
+
+
+class InfluxReader(Protocol):
+    """Reads a device's recent points from InfluxDB (injected; may raise on failure)."""
+
+    def __call__(self, device_id: str, kind: str, minutes: int) -> Sequence[Mapping[str, Any]]:
+        """Points of the last ``minutes`` minutes, oldest first, each with a ``time`` key."""
+        ...
+
+
+#: Live status of one device by id, or None when nothing is known about it.
+StatusSource = Callable[[str], DeviceStatus | None]
+#: Current metric values by Prometheus name.
+MetricsSource = Callable[[], Mapping[str, float]]
+
+
+def no_status(_device_id: str) -> DeviceStatus | None:
+    """Default status source: nothing is known."""
+    return None
+
+
+def no_metrics() -> Mapping[str, float]:
+    """Default metrics source: no metrics."""
+    return {}
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """Runtime objects of one app, kept on ``app.state.ctx``."""
+
+    settings: Settings
+    engine: Engine
+    provisioner: Provisioner | None = None
+    influx_reader: InfluxReader | None = None
+    status_source: StatusSource = no_status
+    metrics_source: MetricsSource = no_metrics
