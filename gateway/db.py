@@ -109,7 +109,7 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
-    import gateway.alert_models  # noqa: F401 - registers the alert and work-order tables
+    import gateway.alert_models  # registers the alert and work-order tables
     import gateway.api_models  # noqa: F401 - registers the api_tokens table
 
     Base.metadata.create_all(engine)
