@@ -313,12 +313,17 @@ class AlertService:
     def _event(self, session: Session, kind: str, alert: Alert, **extra: Any) -> Event:
         rule = self.rules.get(alert.rule_id)
         category = "alert" if rule is None or rule.category is None else rule.category
-        route = self.router.route(session, alert.node_id, category)
+        # A repeat notifies nobody (the work order's occurrence event does): skip routing.
+        recipients = (
+            []
+            if kind == "alert.repeat"
+            else self.router.route(session, alert.node_id, category).recipients()
+        )
         return {
             "type": kind,
             "at": iso(self.clock.now()),
             "alert": alert_dict(alert),
-            "recipients": route.recipients(),
+            "recipients": recipients,
             **extra,
         }
 

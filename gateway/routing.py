@@ -12,6 +12,7 @@ table-tested without a database; ``Router`` only reads the registry tables.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -167,6 +168,14 @@ def plan_route(
 class Router:
     """Reads hierarchy paths and staff from the registry tables and plans routes."""
 
+    def __init__(self, cache_s: float = 30.0) -> None:
+        self.cache_s = cache_s
+        self._cache: dict[tuple[int | None, str, int | None], tuple[float, Route]] = {}
+
+    def forget(self) -> None:
+        """Drop cached routes (after staff or hierarchy changes)."""
+        self._cache.clear()
+
     def device_node(self, session: Session, device_id: str) -> int | None:
         """The node a registered device hangs at (None for unknown devices)."""
         return session.scalar(select(Device.node_id).where(Device.device_id == device_id))
@@ -204,7 +213,20 @@ class Router:
         category: str,
         owner_id: int | None = None,
     ) -> Route:
-        """Plan the route of a problem at ``origin_node_id`` (see ``plan_route``)."""
+        """Plan the route of a problem at ``origin_node_id`` (see ``plan_route``).
+
+        Routes are cached for ``cache_s`` seconds: repeated readings of a firing alert must
+        not query the hierarchy and staff every time. Staff changes show within that time.
+        """
+        key = (origin_node_id, category, owner_id)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         path = self.path(session, origin_node_id)
         staff = self.staff_on(session, [node.node_id for node in path])
-        return plan_route(path, staff, category, owner_id)
+        route = plan_route(path, staff, category, owner_id)
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key] = (now + self.cache_s, route)
+        return route

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
 
 from devices import KINDS, load_kind
@@ -45,6 +45,17 @@ class Outcome:
 
     def __bool__(self) -> bool:
         return bool(self.transitions or self.dirty)
+
+
+def _dialect_insert(dialect: str) -> Any:
+    """The INSERT with ON CONFLICT support of the database in use (SQLite or PostgreSQL)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
 
 
 def rule_infos(ruleset: RuleSet) -> dict[str, RuleInfo]:
@@ -185,16 +196,33 @@ class RuleStage:
             return [(row.rule_id, row.key, dict(row.state)) for row in rows]
 
     def _save_states(self, dirty: Mapping[tuple[str, str], dict[str, object] | None]) -> None:
-        with Session(self.db) as session, session.begin():
-            for (rule_id, key), state in dirty.items():
-                row = session.get(RuleStateRow, (rule_id, key))
-                if state is None:
-                    if row is not None:
-                        session.delete(row)
-                elif row is None:
-                    session.add(RuleStateRow(rule_id=rule_id, key=key, state=state))
-                else:
-                    row.state, row.updated_at = dict(state), utcnow()
+        """Upsert changed states and delete dropped ones, in bulk (one statement each)."""
+        now = utcnow()
+        upserts = [
+            {"rule_id": rule_id, "key": key, "state": dict(state), "updated_at": now}
+            for (rule_id, key), state in dirty.items()
+            if state is not None
+        ]
+        deletes = [(rule_id, key) for (rule_id, key), state in dirty.items() if state is None]
+        table = RuleStateRow.__table__
+        with self.db.begin() as conn:
+            if upserts:
+                insert = _dialect_insert(self.db.dialect.name)(table)
+                conn.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=["rule_id", "key"],
+                        set_={
+                            "state": insert.excluded.state,
+                            "updated_at": insert.excluded.updated_at,
+                        },
+                    ),
+                    upserts,
+                )
+            for rule_id, key in deletes:
+                gone = delete(RuleStateRow).where(
+                    RuleStateRow.rule_id == rule_id, RuleStateRow.key == key
+                )
+                conn.execute(gone)
 
     def publish(self, events: Sequence[Event]) -> None:
         """Hand events to notifications and the live stream (never blocks)."""

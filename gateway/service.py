@@ -17,7 +17,6 @@ import urllib.parse
 import urllib.request
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,9 +31,10 @@ from gateway.influx import Drainer, LineWriter, V1Target, V1Writer, V2Target, V2
 from gateway.metrics import Sample, influx_lines
 from gateway.mqtt_source import Batch, MqttSource, SourceOptions
 from gateway.notify import Channel, ChannelFilter, Dispatcher, EmailNotifier, WebhookNotifier
+from gateway.persist import Persister, PersistJob
 from gateway.pipeline import BatchResult, Pipeline, Rejected, registry_lookup
 from gateway.registry import DeviceInfo, Registry
-from gateway.rulestage import Outcome, RuleStage
+from gateway.rulestage import RuleStage
 from gateway.spool import Spool, SpoolFullError
 from gateway.sse import EventHub
 
@@ -52,21 +52,8 @@ class Counters:
     batches: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     acked_batches: int = 0
-    persist_retries: int = 0
     last_batch_size: int = 0
     last_batch_process_s: float = 0.0
-
-
-@dataclass(slots=True)
-class PersistJob:
-    """Everything one batch (or timer) must make durable before it is acknowledged."""
-
-    body: bytes
-    rejected: list[Rejected]
-    outcome: Outcome | None
-    check_sla: bool = False
-    alert_body: bytes = b""
-    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 def notification_channels(settings: Settings) -> list[Channel]:
@@ -188,12 +175,12 @@ class Gateway:
                 linger_s=settings.linger_ms / 1000,
             )
         )
-        self._persist = ThreadPoolExecutor(max_workers=1, thread_name_prefix="persist")
         self._stopping = asyncio.Event()
         self.clock: Clock = clock or SystemClock()
         self.hub = EventHub()
         self.dispatcher = Dispatcher(notification_channels(settings))
         self.rules = RuleStage(self.engine, self.clock, settings.rules_dir, snapshot, self._publish)
+        self.persister = Persister(self.spool, self.dead_letters, self.rules)
 
     def _publish(self, event: dict[str, Any]) -> None:
         self.hub.publish(event)
@@ -215,6 +202,7 @@ class Gateway:
         loop = asyncio.get_running_loop()
         self.hub.bind(loop)
         self.dispatcher.start()
+        self.persister.start()
         self.drainer.start()
         await self.source.start()
         unacked: deque[tuple[asyncio.Future[None], Batch | None]] = deque()
@@ -243,7 +231,7 @@ class Gateway:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             await self.source.stop()
-            self._persist.shutdown(wait=True)
+            await asyncio.to_thread(self.persister.stop)
             await asyncio.to_thread(self.drainer.stop)
             self.spool.close()
             self.hub.close()
@@ -251,9 +239,7 @@ class Gateway:
 
     def _submit(self, job: PersistJob, batch: Batch | None = None) -> None:
         """Queue a job on the persist thread; a batch is acknowledged once its job is done."""
-        loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(self._persist, self._persist_job, job)
-        self._unacked.append((fut, batch))
+        self._unacked.append((asyncio.wrap_future(self.persister.submit(job)), batch))
 
     async def _every(self, interval_s: float, action: Callable[[], None]) -> None:
         while True:
@@ -292,43 +278,6 @@ class Gateway:
         counters.last_batch_size = len(batch)
         counters.last_batch_process_s = time.perf_counter() - started
         return result
-
-    def _persist_job(self, job: PersistJob) -> None:
-        """Make a job durable (runs on the persist thread); retries until it succeeds.
-
-        Each step runs once: a retry after a failure resumes at the step that failed.
-        """
-        while True:
-            try:
-                self._persist_steps(job)
-                if job.events:
-                    self.rules.publish(job.events)
-                return
-            except Exception as err:
-                self.counters.persist_retries += 1
-                log.error("cannot persist batch yet (%s); not acknowledging, retrying", err)
-                if self._stopping.is_set():
-                    raise
-                time.sleep(0.5)
-
-    def _persist_steps(self, job: PersistJob) -> None:
-        if job.body:
-            self.spool.append(job.body)
-            job.body = b""
-        if job.rejected:
-            self.dead_letters.add_many(job.rejected)
-            job.rejected = []
-        if job.outcome is not None:
-            events, lines = self.rules.persist(job.outcome)
-            job.outcome = None
-            job.events += events
-            job.alert_body = "\n".join(lines).encode()
-        if job.alert_body:
-            self.spool.append(job.alert_body)
-            job.alert_body = b""
-        if job.check_sla:
-            job.events += self.rules.check_sla()
-            job.check_sla = False
 
     async def _ack_ready(
         self, unacked: deque[tuple[asyncio.Future[None], Batch | None]], block: bool
@@ -370,7 +319,12 @@ class Gateway:
             Sample("scc_points_total", c.points, help="points spooled for InfluxDB"),
             Sample("scc_batches_total", c.batches, help="batches processed"),
             Sample("scc_acked_batches_total", c.acked_batches, help="batches acknowledged"),
-            Sample("scc_persist_retries_total", c.persist_retries, help="spool/DB write retries"),
+            Sample("scc_persist_retries_total", self.persister.retries, help="persist retries"),
+            Sample("scc_persist_groups_total", self.persister.groups, help="group commits"),
+            Sample("scc_persist_group_jobs", self.persister.last_group_jobs, kind="gauge"),
+            Sample("scc_persist_commit_seconds", self.persister.last_commit_s, kind="gauge"),
+            Sample("scc_rules_eval_seconds", self.rules.last_eval_s, kind="gauge"),
+            Sample("scc_rule_transitions_total", self.rules.transitions_total),
             Sample("scc_batch_size", c.last_batch_size, kind="gauge", help="last batch size"),
             Sample("scc_batch_process_seconds", c.last_batch_process_s, kind="gauge"),
             Sample(

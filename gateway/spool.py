@@ -121,7 +121,14 @@ class Spool:
 
     def append(self, data: bytes, timeout: float = 5.0) -> None:
         """Append one record durably; block while the spool is full (SpoolFullError on timeout)."""
-        record = _HEADER.pack(len(data), zlib.crc32(data)) + data
+        self.append_many([data], timeout)
+
+    def append_many(self, items: list[bytes], timeout: float = 5.0) -> None:
+        """Append records with one write and one fsync (group commit)."""
+        items = [item for item in items if item]
+        if not items:
+            return
+        record = b"".join(_HEADER.pack(len(d), zlib.crc32(d)) + d for d in items)
         deadline = time.monotonic() + timeout
         with self._cond:
             while self._depth_locked() + len(record) > self.max_bytes and self._depth_locked():
@@ -136,7 +143,7 @@ class Spool:
             if self.fsync:
                 os.fsync(self._fd)
             self._sizes[self._active] += len(record)
-            self.appended_records += 1
+            self.appended_records += len(items)
             self._cond.notify_all()
 
     def _roll(self) -> None:

@@ -116,6 +116,7 @@ class RacingRouter(Router):
     """Holds every writer until all have looked for the alert and found none."""
 
     def __init__(self, parties: int) -> None:
+        super().__init__()
         self.barrier = threading.Barrier(parties)
 
     def device_node(self, session: Session, device_id: str) -> int | None:
