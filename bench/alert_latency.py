@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.loadgen import make_devices
