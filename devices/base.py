@@ -54,7 +54,7 @@ COMMON_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("rsrp", "float", "dBm", -140, -44, "NB-IoT reference signal received power"),
     FieldSpec("snr", "float", "dB", -20, 30, "NB-IoT signal-to-noise ratio"),
     FieldSpec("rssi", "float", "dBm", -140, 0, "received signal strength (LoRaWAN, Wi-Fi)"),
-    FieldSpec("seq", "int", "", 0, None, "device sequence number"),
+    FieldSpec("seq", "int", "", 0, float(2**63 - 1), "device sequence number (int64)"),
     FieldSpec("fw", "str", "", None, None, "firmware version"),
 )
 
@@ -95,7 +95,7 @@ class Reading(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     ts: int | None = None
-    seq: int | None = Field(default=None, ge=0)
+    seq: int | None = Field(default=None, ge=0, le=2**63 - 1)  # InfluxDB integers are int64
     device_id: str | None = Field(default=None, max_length=128)
     fw: str | None = Field(default=None, max_length=64)
     battery: float | None = Field(default=None, ge=0, le=100)

@@ -16,8 +16,13 @@ _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
 
 
 def escape_tag(value: str) -> str:
-    """Escape a tag key or value."""
-    return value.translate(_TAG_ESCAPES)
+    """Escape a tag key or value.
+
+    InfluxDB cannot store a tag value ending in a backslash (it escapes the separator after
+    it, and a doubled one is refused too), so trailing backslashes are dropped; the registry
+    refuses such codes and models up front.
+    """
+    return value.rstrip("\\").translate(_TAG_ESCAPES)
 
 
 def escape_string_field(value: str) -> str:

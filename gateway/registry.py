@@ -21,6 +21,7 @@ from devices import KINDS, load_kind
 from gateway.db import LEVELS, Device, Node, Staff
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+NODE_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 CSV_COLUMNS = ("device_id", "kind", "model", "codec", "node", "location", "params", "installed_at")
 
 
@@ -90,6 +91,10 @@ class Registry:
                 if level not in LEVELS:
                     raise RegistryError([f"node {item.get('code')!r}: level {level!r} unknown"])
                 code = str(item["code"])
+                if not NODE_CODE_RE.match(code):
+                    raise RegistryError(
+                        [f"node code {code!r} must be 1-64 of A-Z a-z 0-9 _ . : - (it is a tag)"]
+                    )
                 node = existing.get(code) or Node(code=code)
                 node.level, node.name = level, str(item.get("name", code))
                 node.parent_id = existing[parent_code].id if parent_code else None
@@ -216,6 +221,9 @@ def _device_from_row(
     except ValueError as err:
         return None, [str(err)]
     errors = check_device_fields(device_id, kind, codec, params)
+    model = (row.get("model") or "").strip()
+    if model.endswith("\\") or "\n" in model:
+        errors.append(f"model {model!r} must not end with a backslash or contain a line break")
     node_code = (row.get("node") or "").strip()
     if node_code not in nodes:
         errors.append(f"node {node_code!r} not in the hierarchy")
@@ -224,7 +232,7 @@ def _device_from_row(
     device = Device(
         device_id=device_id,
         kind=kind,
-        model=(row.get("model") or "").strip() or "generic",
+        model=model or "generic",
         codec=codec,
         node_id=nodes[node_code],
         location=(row.get("location") or "").strip(),
