@@ -510,6 +510,8 @@ BASE_READING: dict[str, dict[str, Any]] = {
     "manhole": {"state": "normal"},
 }
 JSON_DEVICE = {"smoke": "smoke-1", "throw_camera": "cam-1", "bin": "bin-2", "manhole": "mh-2"}
+
+
 def _int_fields() -> list[Any]:
     cases = []
     for kind in KINDS:
