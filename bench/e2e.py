@@ -95,6 +95,7 @@ def start_consumer(
         command = [
             sys.executable, "-m", "gateway", "run", "--state-dir", str(workdir), "--name", db,
             "--mqtt-port", str(mqtt.port), "--influx-url", influx.url, "--influx-database", db,
+            "--api-port", "0",
         ]  # fmt: skip
         ready = b"subscribed to"
     else:

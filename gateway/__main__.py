@@ -31,6 +31,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         "influx_url": getattr(args, "influx_url", None),
         "influx_database": getattr(args, "influx_database", None),
         "name": getattr(args, "name", None),
+        "api_port": getattr(args, "api_port", None),
+        "rules_dir": getattr(args, "rules_dir", None),
     }
     return load_settings(getattr(args, "config", None), overrides)
 
@@ -212,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--mqtt-port", type=int)
     run.add_argument("--influx-url")
     run.add_argument("--influx-database")
+    run.add_argument("--api-port", type=int, default=8080, help="REST API port (0: none)")
+    run.add_argument("--rules-dir", type=Path, help="site rules overriding the defaults")
     run.set_defaults(func=cmd_run)
 
     reg = sub.add_parser("registry", help="device registry")

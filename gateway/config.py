@@ -27,6 +27,8 @@ class Settings(BaseModel):
     mqtt_username: str | None = None
     mqtt_password: str | None = None
     mqtt_client_id: str = ""  # default: scc-gateway-<name>
+    mqtt_admin_username: str | None = None  # dynamic-security admin: provisions devices
+    mqtt_admin_password: str | None = None
     mqtt_qos: Literal[0, 1] = 1
     mqtt_topic_filter: str = "scc/v1/+/+"
     receive_maximum: int = Field(30_000, ge=1, le=65535)
@@ -46,6 +48,8 @@ class Settings(BaseModel):
     influx_max_request_bytes: int = Field(1 << 20, ge=1024)
     influx_connections: int = Field(2, ge=1, le=16)
 
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(0, ge=0, le=65535)  # 0: no API in this process (`run` serves 8080)
     rules_dir: Path | None = None  # site rules overriding devices/<kind>/rules.yaml
     rules_tick_s: float = Field(1.0, gt=0, le=60)
     sla_check_s: float = Field(10.0, gt=0, le=3600)

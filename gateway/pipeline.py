@@ -167,6 +167,13 @@ class Pipeline:
         for topic in [t for t, r in self._routes.items() if r.info.device_id == device_id]:
             del self._routes[topic]
 
+    def known(self, device_id: str) -> DeviceInfo | None:
+        """The registry entry of a device the pipeline has routed (None otherwise)."""
+        for route in self._routes.values():
+            if route.info.device_id == device_id:
+                return route.info
+        return None
+
     def _route(self, topic: bytes) -> Route:
         try:
             text = topic.decode("utf-8")

@@ -213,6 +213,12 @@ class Gateway:
             asyncio.create_task(self._every(self.settings.sla_check_s, self._check_sla)),
             asyncio.create_task(self._every(5.0, self._reload_rules)),
         ]
+        api = None
+        if self.settings.api_port:
+            from gateway.webserver import make_server
+
+            api = make_server(self)
+            tasks.append(asyncio.create_task(self._serve_api(api)))
         try:
             while not self._stopping.is_set():
                 batch = await self.source.next_batch(timeout=0.2)
@@ -227,6 +233,9 @@ class Gateway:
             while unacked:
                 await self._ack_ready(unacked, block=True)
         finally:
+            if api is not None:
+                api.should_exit = True
+                await asyncio.wait([tasks.pop()], timeout=10)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -251,6 +260,24 @@ class Gateway:
 
     def _tick(self) -> None:
         outcome = self.rules.tick(time.time_ns())
+        if outcome:
+            self._submit(PersistJob(b"", [], outcome))
+
+    async def _serve_api(self, api: Any) -> None:
+        """Serve the API; if it cannot start (port taken), say so and keep ingesting."""
+        try:
+            await api.serve()
+        except (SystemExit, OSError) as err:
+            log.error(
+                "API not served on %s:%s (%s); ingest goes on",
+                self.settings.api_host,
+                self.settings.api_port,
+                err,
+            )
+
+    def reload_rules_now(self) -> None:
+        """Reload the site rules at once (the API calls this after changing them)."""
+        outcome = self.rules.reload()
         if outcome:
             self._submit(PersistJob(b"", [], outcome))
 

@@ -47,15 +47,33 @@ def readiness(ctx: ContextDep) -> Readiness:
 
 
 def render_metrics(values: dict[str, float]) -> str:
-    """Prometheus text for name → value; names ending ``_total`` are counters."""
+    """Prometheus text for ``name`` or ``name{label="v",...}`` → value; names ending
+    ``_total`` are counters."""
     samples = []
-    for name, value in sorted(values.items()):
-        if not _METRIC_NAME.match(name) or not isinstance(value, int | float):
-            logger.debug("skipping metric %r: bad name or value", name)
+    for key, value in sorted(values.items()):
+        name, _, rest = key.partition("{")
+        labels = _parse_labels(rest) if rest else ()
+        if not _METRIC_NAME.match(name) or labels is None or not isinstance(value, int | float):
+            logger.debug("skipping metric %r: bad name, labels or value", key)
             continue
         kind = "counter" if name.endswith("_total") else "gauge"
-        samples.append(Sample(name, value, kind=kind))
+        samples.append(Sample(name, value, labels, kind=kind))
     return prometheus_text(samples) if samples else ""
+
+
+_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*"'
+_LABELS = re.compile(rf"(?:{_LABEL}(?:,{_LABEL})*)?")
+_ONE_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def _parse_labels(text: str) -> tuple[tuple[str, str], ...] | None:
+    """``a="x",b="y"}`` → pairs, unescaped (None when malformed)."""
+    if not text.endswith("}") or not _LABELS.fullmatch(text[:-1]):
+        return None
+    return tuple(
+        (m.group(1), m.group(2).replace('\\"', '"').replace("\\\\", "\\"))
+        for m in _ONE_LABEL.finditer(text[:-1])
+    )
 
 
 @router.get(
