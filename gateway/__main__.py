@@ -248,6 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--state-dir", type=Path, default=Path("var/demo"))
     demo.add_argument("--mqtt-port", type=int, default=1883)
     demo.add_argument("--influx-port", type=int, default=8086)
+    demo.add_argument("--api-port", type=int, default=8080)
     demo.add_argument("--interval", type=float, default=20.0, help="device report interval (s)")
     demo.add_argument("--bad-rate", type=float, default=0.01)
     demo.add_argument("--duration", type=float, default=0, help="seconds (0: until Ctrl-C)")

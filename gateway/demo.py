@@ -17,7 +17,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from sqlalchemy.orm import Session
+
 from devices import KINDS
+from gateway.auth import issue_token
 from gateway.config import Settings
 from gateway.service import Gateway
 from gateway.services import (
@@ -58,11 +61,11 @@ def _pick_ports(args: argparse.Namespace) -> tuple[int, int]:
     return ports[0], ports[1]
 
 
-def stored_points(url: str, database: str) -> dict[str, int]:
-    """Points per measurement in InfluxDB (the largest per-field count of each)."""
+def stored_points(url: str, database: str, since_ns: int) -> dict[str, int]:
+    """Points per measurement stored since ``since_ns`` (the largest per-field count)."""
     names = ",".join(f'"{m}"' for m in (*KINDS, "events"))
     try:
-        query = f"SELECT count(*) FROM {names}"  # noqa: S608 - constant names, InfluxQL
+        query = f"SELECT count(*) FROM {names} WHERE time >= {int(since_ns)}"  # noqa: S608
         body = influx_query(url, query, db=database, timeout=5)
     except ServiceError:
         return {}
@@ -80,13 +83,16 @@ class Printer:
         self.influx_url = influx_url
         self.last = Counter[str]()
         self.last_t = time.monotonic()
+        self.started_ns = time.time_ns()
 
     def print(self) -> None:
         """One block of status lines."""
         now = time.monotonic()
         counters = self.gateway.counters
         span = max(now - self.last_t, 1e-6)
-        stored = stored_points(self.influx_url, self.gateway.settings.influx_database)
+        stored = stored_points(
+            self.influx_url, self.gateway.settings.influx_database, self.started_ns
+        )
         print(
             f"\n{time.strftime('%H:%M:%S')}  {'kind':13} {'msg/s':>7} {'received':>9} {'stored':>9}"
         )
@@ -99,6 +105,14 @@ class Printer:
         )
         dead = ", ".join(f"{r}={n}" for r, n in sorted(counters.dead_letters.items())) or "none"
         print(f"          dead letters: {dead}")
+        firing = self.gateway.rules.alerts.search(state="firing", limit=100_000)
+        orders = self.gateway.rules.orders.search(limit=100_000)
+        open_orders = [o for o in orders if o.state != "closed"]
+        print(
+            f"          alerts firing: {len(firing)} "
+            f"({', '.join(sorted({a.rule_id for a in firing})) or 'none'}); "
+            f"work orders open: {len(open_orders)}"
+        )
         print(
             f"          spool: {self.gateway.spool.depth_bytes()} bytes waiting, "
             f"InfluxDB writes: {self.gateway.drainer.stats.write_requests}, "
@@ -144,16 +158,19 @@ def run_demo(args: argparse.Namespace) -> int:
 def _run_with_services(
     args: argparse.Namespace, state_dir: Path, mqtt_port: int, influx_url: str
 ) -> int:
+    api_port = args.api_port if port_is_free(args.api_port) else free_port()
     settings = Settings(
         name="demo", state_dir=state_dir, mqtt_port=mqtt_port, influx_url=influx_url,
-        influx_database="scc", stats_interval_s=5,
+        influx_database="scc", stats_interval_s=5, api_port=api_port,
     )  # fmt: skip
     _log_to_file(state_dir / "gateway.log")
     gateway = Gateway(settings)
     nodes, devices = gateway.registry.load_community(COMMUNITY)
     gateway.pipeline.invalidate()
     print(f"registry: {nodes} hierarchy nodes, {devices} devices from {COMMUNITY}")
-    _where_to_look(state_dir, mqtt_port, influx_url)
+    with Session(gateway.engine) as session, session.begin():
+        token = issue_token(session, "admin", "ST1", f"demo {time.strftime('%F %T')}").token
+    _where_to_look(state_dir, mqtt_port, influx_url, api_port, token)
     fleet_log = (state_dir / "fleet.log").open("w")
     fleet = subprocess.Popen(_fleet_command(args, mqtt_port), stdout=fleet_log, stderr=fleet_log)
     try:
@@ -208,7 +225,9 @@ def _log_to_file(path: Path) -> None:
     root.setLevel(logging.INFO)
 
 
-def _where_to_look(state_dir: Path, mqtt_port: int, influx_url: str) -> None:
+def _where_to_look(
+    state_dir: Path, mqtt_port: int, influx_url: str, api_port: int, token: str
+) -> None:
     measurements = ", ".join((*KINDS, "events", "gateway_stats"))
     print(
         f"""
@@ -218,6 +237,8 @@ Where to look
                 curl -G {influx_url}/query --data-urlencode db=scc \\
                      --data-urlencode "q={EXAMPLE_QUERY}"
   dead letters  .venv/bin/python -m gateway deadletter list --state-dir {state_dir}
+  REST API      http://127.0.0.1:{api_port}/docs  (OpenAPI); this demo's admin token:
+                curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{api_port}/alerts
   logs          {state_dir / "gateway.log"}, {state_dir / "fleet.log"}
   scripted incidents: {", ".join(INCIDENTS)}  (name@device-or-location+seconds)
 Press Ctrl-C to stop; everything started here is stopped again.
