@@ -21,12 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import mqtt_wire
 from gateway.clock import Clock, SystemClock
 from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.deadletter import DeadLetterStore
+from gateway.fleetstats import fleet_lines
 from gateway.influx import Drainer, LineWriter, V1Target, V1Writer, V2Target, V2Writer
 from gateway.metrics import Sample, influx_lines
 from gateway.mqtt_source import Batch, MqttSource, SourceOptions
@@ -322,10 +324,13 @@ class Gateway:
     async def _stats_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.stats_interval_s)
-            lines = self.stats_lines(time.time_ns())
+            now = time.time_ns()
+            lines = self.stats_lines(now)
             try:
+                # fleet, alert and work-order snapshots for the dashboards (SQL: off the loop)
+                lines += await asyncio.to_thread(fleet_lines, self.engine, now)
                 await asyncio.to_thread(self.spool.append, "\n".join(lines).encode(), 1.0)
-            except (SpoolFullError, OSError) as err:
+            except (SpoolFullError, OSError, SQLAlchemyError) as err:
                 log.warning("gateway_stats not spooled: %s", err)
 
     def samples(self) -> list[Sample]:
