@@ -6,7 +6,6 @@ the dashboard's time range and ``$__interval`` to a bucket width fitting the pan
 """
 
 # Dashboard queries are InfluxQL text built from constants, never from user input.
-# ruff: noqa: S608
 
 from __future__ import annotations
 

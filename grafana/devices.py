@@ -5,7 +5,6 @@ device id, model and the hierarchy codes the gateway adds from the registry.
 """
 
 # Dashboard queries are InfluxQL text built from constants, never from user input.
-# ruff: noqa: S608
 
 from __future__ import annotations
 

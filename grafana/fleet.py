@@ -6,7 +6,6 @@ from ``events``, alert transitions from ``alerts``.
 """
 
 # Dashboard queries are InfluxQL text built from constants, never from user input.
-# ruff: noqa: S608
 
 from __future__ import annotations
 

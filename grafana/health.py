@@ -7,7 +7,6 @@ as a negative spike); gauges (batch sizes, latencies, spool depth) are drawn as 
 """
 
 # Dashboard queries are InfluxQL text built from constants, never from user input.
-# ruff: noqa: S608
 
 from __future__ import annotations
 
