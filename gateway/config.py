@@ -35,6 +35,8 @@ class Settings(BaseModel):
     batch_max: int = Field(5000, ge=1, le=100_000)
     linger_ms: float = Field(20.0, ge=0, le=5000)
     max_payload_bytes: int = Field(65536, ge=64, le=1 << 20)
+    device_rate_per_s: float = Field(20.0, ge=0)  # 0: no per-device throttling
+    device_burst: int = Field(200, ge=1)
 
     influx_version: Literal[1, 2] = 1
     influx_url: str = "http://127.0.0.1:8086"

@@ -147,8 +147,15 @@ class Pipeline:
         max_payload_bytes: int = 65536,
         log_rejection: Callable[[Rejected], None] | None = None,
         lookup_retry_s: float = LOOKUP_RETRY_S,
+        device_rate_per_s: float = 0.0,
+        device_burst: int = 200,
     ) -> None:
         self._lookup = lookup
+        # Per-device token buckets: a flooding device is throttled (its excess is kept as
+        # dead letters, reason rate_limited), so it cannot crowd out the others.
+        self.device_rate_per_s = device_rate_per_s
+        self.device_burst = float(device_burst)
+        self._buckets: dict[str, list[float]] = {}
         self.lookup_retry_s = lookup_retry_s
         self.max_payload_bytes = max_payload_bytes
         self._routes: dict[bytes, Route] = {}
@@ -243,6 +250,8 @@ class Pipeline:
                     raise DecodeError(
                         "oversized", f"{len(payload)} bytes, at most {self.max_payload_bytes}"
                     )
+                if self.device_rate_per_s:
+                    self._throttle(route.info.device_id, recv)
                 if route.topic_kind == "status":
                     self._status(route, payload, recv + index * 1000, result)
                 else:
@@ -259,6 +268,26 @@ class Pipeline:
             last_seen[route.info.device_id] = recv
             result.messages_by_kind[route.info.kind] += 1
         return result
+
+    def _throttle(self, device_id: str, now_ns: int) -> None:
+        """Take a token from the device's bucket; DecodeError("rate_limited") when empty."""
+        bucket = self._buckets.get(device_id)
+        if bucket is None:
+            if len(self._buckets) > 2_000_000:
+                self._buckets.clear()
+            bucket = self._buckets[device_id] = [self.device_burst, float(now_ns)]
+        tokens = min(
+            self.device_burst, bucket[0] + (now_ns - bucket[1]) * self.device_rate_per_s / 1e9
+        )
+        bucket[1] = float(now_ns)
+        if tokens < 1.0:
+            bucket[0] = tokens
+            raise DecodeError(
+                "rate_limited",
+                f"device sends more than {self.device_rate_per_s:g} msg/s "
+                f"(burst {self.device_burst:g}); message kept as a dead letter",
+            )
+        bucket[0] = tokens - 1.0
 
     def _readings(self, route: Route, payload: bytes, default_ts: int, result: BatchResult) -> None:
         raws = route.codec.decode(payload)

@@ -159,7 +159,10 @@ class Gateway:
         )
         snapshot = self.registry.device_infos()
         self.pipeline = Pipeline(
-            registry_lookup(snapshot, self._lookup_one), settings.max_payload_bytes
+            registry_lookup(snapshot, self._lookup_one),
+            settings.max_payload_bytes,
+            device_rate_per_s=settings.device_rate_per_s,
+            device_burst=settings.device_burst,
         )
         self.source = MqttSource(
             SourceOptions(

@@ -125,3 +125,17 @@ def test_unknown_device_is_looked_up_again_after_registration() -> None:
 )
 def test_parse_status(payload: bytes, state: str) -> None:
     assert parse_status(payload) == state
+
+
+def test_a_flooding_device_is_throttled_and_its_excess_kept() -> None:
+    pipeline = Pipeline(DEVICES.get, device_rate_per_s=10, device_burst=5)
+    flood = [("scc/v1/smoke-1/telemetry", b'{"state":"normal"}')] * 8
+    other = [("scc/v1/bin-1/telemetry", bytes.fromhex("0175500382440804 0000".replace(" ", "")))]
+    batch = Batch([t.encode() for t, _ in flood + other], [p for _, p in flood + other], [], 1, NOW)
+    result = pipeline.process(batch)
+    assert [r.reason for r in result.rejected] == ["rate_limited"] * 3
+    assert all(r.device_id == "smoke-1" and r.payload for r in result.rejected)
+    assert result.messages_by_kind == {"smoke": 5, "bin": 1}
+    # a second later the bucket holds 10 more tokens (capped at the burst of 5)
+    later = Batch(batch.topics, batch.payloads, [], 1, NOW + 1_000_000_000)
+    assert [r.reason for r in pipeline.process(later).rejected] == ["rate_limited"] * 3
