@@ -107,7 +107,21 @@ def dashboard() -> Dashboard:
             "Batch processing time",
             Query(_gauge("batch_process_seconds"), alias="$tag_gateway"),
             unit="s",
-            description="Decode, validate, enrich and rule evaluation of the last batch.",
+            description="Decode, validate and enrich of the last batch.",
+            width=12,
+        ),
+        _panel(
+            "Rule evaluation time",
+            Query(_gauge("rules_eval_seconds"), alias="$tag_gateway"),
+            unit="s",
+            description="The rules engine over the last batch (numpy-vectorised conditions).",
+            width=12,
+        ),
+        _panel(
+            "Persist commit time",
+            Query(_gauge("persist_commit_seconds"), alias="$tag_gateway"),
+            unit="s",
+            description="One group commit: spool fsync, dead letters, alerts and rule state.",
             width=12,
         ),
         _panel(
