@@ -21,6 +21,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from types import FrameType
 from typing import Any, Literal
@@ -31,6 +32,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from devices import KINDS
 from simulators.community import (
     CommunityError,
+    DeviceRow,
     load_devices,
     load_hierarchy,
     parent_map,
@@ -192,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--connections", type=int, default=4)
     fleet.add_argument("--kinds", help="comma-separated device kinds, e.g. smoke,bin")
     fleet.add_argument("--limit", type=int, help="at most N devices (spread over kinds)")
+    fleet.add_argument(
+        "--device",
+        action="append",
+        default=[],
+        metavar="ID:KIND[:CODEC]",
+        help="simulate this device instead of the community (repeatable), e.g. a newly "
+        "registered one; with --username/--password set to its own MQTT login",
+    )
     fleet.add_argument("--username")
     fleet.add_argument("--password")
     fleet.add_argument("--stats-every", type=float, default=5.0)
@@ -214,8 +224,25 @@ def _kinds(text: str | None) -> list[str] | None:
     return kinds
 
 
+def _adhoc_row(spec: str) -> DeviceRow:
+    """``ID:KIND[:CODEC]`` → a device row outside any community file."""
+    device_id, _, rest = spec.partition(":")
+    kind, _, codec = rest.partition(":")
+    if not device_id or kind not in KINDS:
+        raise FleetError(f"--device {spec!r}: expected ID:KIND[:CODEC], KIND one of {KINDS}")
+    return DeviceRow(device_id, kind, "simulated", codec or "json", "", "", {}, date.today())
+
+
 def _build_core(args: argparse.Namespace) -> FleetCore:
     """Load the community, resolve incidents and build the simulators (no I/O yet)."""
+    if args.device:
+        return FleetCore(
+            [_adhoc_row(spec) for spec in args.device],
+            args.seed,
+            time.time(),
+            interval=args.interval,
+            bad_rate=args.bad_rate,
+        )
     rows = load_devices(args.community / "devices.csv")
     parents = parent_map(load_hierarchy(args.community / "hierarchy.yaml"))
     incidents = [resolve_incident(parse_incident(s), rows, parents) for s in args.incident]
