@@ -6,9 +6,13 @@ Nothing is created at import time; every runtime object is passed in and kept on
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
+from gateway.alerts import AlertService
 from gateway.api import errors
 from gateway.api.context import (
     ApiContext,
@@ -18,15 +22,32 @@ from gateway.api.context import (
     no_metrics,
     no_status,
 )
-from gateway.api.routes import device_types, devices, health, identity, nodes
+from gateway.api.routes import alerts as alert_routes
+from gateway.api.routes import device_types, devices, events, health, identity, nodes, workorders
+from gateway.api.routes import rules as rule_routes
 from gateway.api_models import create_tables
 from gateway.config import Settings
 from gateway.dynsec import Provisioner
+from gateway.rulestage import RuleStage
+from gateway.sse import EventHub
+from gateway.workorders import WorkOrderService
 
 TAGS = [
     {"name": "device types", "description": "Kinds of device: fields, codecs, schemas, rules."},
     {"name": "devices", "description": "Registered sensors and their broker credentials."},
     {"name": "nodes", "description": "The hierarchy and the staff at each node."},
+    {
+        "name": "rules",
+        "description": "Alert rules. Rule definitions are gateway-wide: any token reads them "
+        "whatever its scope; changing them needs admin or integrator and a root-scoped token.",
+    },
+    {"name": "alerts", "description": "Alerts raised by the rules, inside the token's scope."},
+    {
+        "name": "work orders",
+        "description": "Jobs for people. Visible where the problem is (origin) and to the "
+        "node that owns the order now (escalation moves it up).",
+    },
+    {"name": "events", "description": "Live alert and work-order events (server-sent events)."},
     {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
     {"name": "auth", "description": "The calling API token."},
 ]
@@ -37,7 +58,14 @@ REST API of the smart-community gateway for integrators and managers.
 Every route except `/health*` needs `Authorization: Bearer <token>` (tokens are made
 with `python -m gateway token create`). A token sees only its hierarchy node and what
 hangs below it: anything else answers 404. A role without the permission answers 403.
-Every 4xx carries `{"detail": "<what is wrong>"}`.
+Every 4xx carries `{"detail": "<what is wrong>"}`; a 503 says which collaborator is missing.
+
+Scope of the operations side: rule definitions are not tied to a place (any token reads
+them; only a root-scoped admin or integrator changes them), a dry-run reads only devices in
+scope; alerts are placed at their device's node; a work order is visible in the scope of its
+origin (where the problem is) and of its current owner; a live event is sent when a node on
+its path is in scope. `GET /events/stream` also takes the token as `?access_token=` because
+a browser's EventSource cannot set headers.
 """
 
 
@@ -49,13 +77,28 @@ def create_app(
     influx_reader: InfluxReader | None = None,
     status_source: StatusSource = no_status,
     metrics_source: MetricsSource = no_metrics,
+    rules: RuleStage | None = None,
+    alerts: AlertService | None = None,
+    orders: WorkOrderService | None = None,
+    hub: EventHub | None = None,
+    on_rules_changed: Callable[[], None] | None = None,
+    rules_dir: Path | None = None,
 ) -> FastAPI:
     """Build the API around ``engine`` and the injected collaborators.
 
     Without a ``provisioner`` devices are registered without broker credentials;
-    without an ``influx_reader`` the readings route answers 503.
+    without an ``influx_reader`` the readings and rule dry-run routes answer 503. The rule,
+    alert, work-order and event routes answer 503 without ``rules``, ``alerts``, ``orders``
+    and ``hub``; ``alerts``, ``orders`` and ``rules_dir`` default to those of ``rules``
+    (a :class:`RuleStage` owns them). ``on_rules_changed`` is called from a worker thread
+    after the API changed a file in ``rules_dir``: it must hand the reload to the
+    gateway's loop (the gateway's own poll of the directory also picks changes up).
     """
     create_tables(engine)
+    alerts = alerts or (rules.alerts if rules is not None else None)
+    orders = orders or (alerts.orders if alerts is not None else None)
+    if rules_dir is None and rules is not None:
+        rules_dir = rules.site_dir
     app = FastAPI(
         title="smart-community-gateway",
         version="0.1.0",
@@ -69,8 +112,16 @@ def create_app(
         influx_reader=influx_reader,
         status_source=status_source,
         metrics_source=metrics_source,
+        rules=rules,
+        alerts=alerts,
+        orders=orders,
+        hub=hub,
+        on_rules_changed=on_rules_changed,
+        rules_dir=rules_dir,
     )
     errors.install(app)
-    for module in (health, identity, device_types, devices, nodes):
+    routers = (health, identity, device_types, devices, nodes)
+    operations = (rule_routes, alert_routes, workorders, events)
+    for module in (*routers, *operations):
         app.include_router(module.router)
     return app

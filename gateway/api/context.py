@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
+from gateway.alerts import AlertService
 from gateway.config import Settings
 from gateway.dynsec import Provisioner
+from gateway.rulestage import RuleStage
+from gateway.sse import EventHub
+from gateway.workorders import WorkOrderService
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +54,12 @@ def no_metrics() -> Mapping[str, float]:
 
 @dataclass(frozen=True)
 class ApiContext:
-    """Runtime objects of one app, kept on ``app.state.ctx``."""
+    """Runtime objects of one app, kept on ``app.state.ctx``.
+
+    ``rules``, ``alerts``, ``orders`` and ``hub`` are the gateway's own services (None: their
+    routes answer 503). ``on_rules_changed`` is called, from a worker thread, after the API
+    wrote a file in ``rules_dir`` (the site rules directory the gateway loads).
+    """
 
     settings: Settings
     engine: Engine
@@ -56,3 +67,11 @@ class ApiContext:
     influx_reader: InfluxReader | None = None
     status_source: StatusSource = no_status
     metrics_source: MetricsSource = no_metrics
+    rules: RuleStage | None = None
+    alerts: AlertService | None = None
+    orders: WorkOrderService | None = None
+    hub: EventHub | None = None
+    on_rules_changed: Callable[[], None] | None = None
+    rules_dir: Path | None = None
+    #: Serialises changes to the site rules directory (check, write, notify).
+    rules_lock: threading.Lock = field(default_factory=threading.Lock, compare=False)
