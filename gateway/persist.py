@@ -13,8 +13,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from gateway.deadletter import DeadLetterStore
 from gateway.pipeline import Rejected
@@ -44,7 +43,6 @@ class _Group:
     outcome: Outcome | None
     check_sla: bool
     alert_body: bytes = b""
-    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _merge(jobs: list[tuple[PersistJob, Future[None]]]) -> _Group:
@@ -128,8 +126,6 @@ class Persister:
                     future.set_result(None)
                 else:
                     future.set_exception(error)
-            if error is None and group.events:
-                self.rules.publish(group.events)
 
     def _commit_with_retries(self, group: _Group, final: bool) -> Exception | None:
         """Commit; on failure wait and resume (never drop), unless we are shutting down."""
@@ -156,13 +152,12 @@ class Persister:
         if group.outcome is not None:
             # Rules state first: if we crash before the spool write, the batch is redelivered
             # and the engine treats its readings as already seen (no double alerts).
-            events, lines = self.rules.persist(group.outcome)
+            _, lines = self.rules.persist(group.outcome)  # events went out on commit
             group.outcome = None
-            group.events += events
             group.alert_body = "\n".join(lines).encode()
         if group.bodies or group.alert_body:
             self.spool.append_many([*group.bodies, group.alert_body])
             group.bodies, group.alert_body = [], b""
         if group.check_sla:
-            group.events += self.rules.check_sla()
+            self.rules.check_sla()  # escalations are emitted by the work-order service
             group.check_sla = False

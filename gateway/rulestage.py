@@ -92,8 +92,12 @@ class RuleStage:
         self.ruleset = load_rules(site_dir)
         heartbeat = {kind: float(load_kind(kind).heartbeat_s) for kind in KINDS}
         self.engine = RuleEngine(self.ruleset, heartbeat)
-        self.orders = WorkOrderService(db, clock, Router())
-        self.alerts = AlertService(db, clock, rule_infos(self.ruleset), orders=self.orders)
+        # Every alert and work-order event (from readings, SLA checks or API actions) is
+        # emitted once, after its transaction committed, to notifications and the stream.
+        self.orders = WorkOrderService(db, clock, Router(), on_event=self._emit)
+        self.alerts = AlertService(
+            db, clock, rule_infos(self.ruleset), on_event=self._emit, orders=self.orders
+        )
         self._tags: dict[str, dict[str, str]] = {}
         now = time.time_ns()
         for info in devices.values():
@@ -144,9 +148,10 @@ class RuleStage:
         except RuleError as err:
             log.error("rules not reloaded, keeping the running ones: %s", err)
             return None
-        if ruleset.fingerprint == self.ruleset.fingerprint:
+        same = ruleset.fingerprint == self.ruleset.fingerprint
+        self.ruleset = ruleset  # sources may differ even when the rules do not
+        if same:
             return None
-        self.ruleset = ruleset
         transitions = self.engine.reload(ruleset)
         self.alerts.rules = rule_infos(ruleset)
         log.info("rules reloaded: %d rules (%s)", len(list(ruleset)), ruleset.fingerprint[:12])
@@ -224,10 +229,9 @@ class RuleStage:
                 )
                 conn.execute(gone)
 
-    def publish(self, events: Sequence[Event]) -> None:
-        """Hand events to notifications and the live stream (never blocks)."""
-        for event in events:
-            self._publish(summarise(event))
+    def _emit(self, event: Event) -> None:
+        """Hand an event to notifications and the live stream (never blocks)."""
+        self._publish(summarise(event))
 
 
 _SUMMARY_KEYS = ("severity", "title", "message", "device_id", "rule_id", "node", "node_path")

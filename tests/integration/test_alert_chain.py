@@ -184,6 +184,10 @@ def test_fire_to_rating(chain: Chain, influxdb: ManagedProcess, influx_db: str) 
     orders.transition(order.id, "resolve", actor="刘娜", note="kitchen smoke, cleared")
     orders.transition(order.id, "close", actor="刘娜", note="回访 done")
     orders.rate(order.id, 5, "fast and kind", actor="resident 1001")
+    eventually(
+        "webhook: closed and rated",
+        lambda: {"workorder.closed", "workorder.rated"} <= set(chain.hook_types()),
+    )
     final = orders.get(order.id)
     assert (final.state, final.rating, final.escalation_level) == ("closed", 5, 1)
     steps = [e.action for e in orders.history(order.id)]
