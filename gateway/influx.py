@@ -78,6 +78,7 @@ class V1Writer:
         if target.retention_policy:
             params["rp"] = target.retention_policy
         self._path = f"{parsed.path.rstrip('/')}/write?{urllib.parse.urlencode(params)}"
+        self._query_path = f"{parsed.path.rstrip('/')}/query"
         self._headers = {"Content-Type": "text/plain; charset=utf-8"}
         if target.username is not None:
             token = f"{target.username}:{target.password or ''}".encode()
@@ -85,20 +86,39 @@ class V1Writer:
         self._conn: http.client.HTTPConnection | None = None
 
     def write(self, body: bytes) -> None:
-        """Send one request; raise WriteError on any failure."""
+        """Send one request; raise WriteError on any failure.
+
+        A missing database (InfluxDB was down when the gateway started, or it was dropped)
+        is created, and the write is reported retryable so the drainer sends it again.
+        """
+        status, text = self._post(self._path, body, self._headers)
+        if status == 204:
+            return
+        if status == 404 and "database not found" in text:
+            query = f'CREATE DATABASE "{self.target.database}"'
+            form = urllib.parse.urlencode({"q": query}).encode()
+            headers = {**self._headers, "Content-Type": "application/x-www-form-urlencoded"}
+            created, detail = self._post(self._query_path, form, headers)
+            raise WriteError(
+                f"database {self.target.database} was missing; "
+                f"CREATE DATABASE answered HTTP {created} {detail[:200]}",
+                retryable=True,
+                status=status,
+            )
+        raise classify(status, text)
+
+    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
         try:
             if self._conn is None:
                 self._conn = http.client.HTTPConnection(
                     self._host, self._port, timeout=self.target.timeout_s
                 )
-            self._conn.request("POST", self._path, body=body, headers=self._headers)
+            self._conn.request("POST", path, body=body, headers=headers)
             response = self._conn.getresponse()
-            text = response.read().decode("utf-8", "replace")
+            return response.status, response.read().decode("utf-8", "replace")
         except (OSError, http.client.HTTPException) as err:
             self.close()
             raise WriteError(f"InfluxDB unreachable: {err}", retryable=True) from err
-        if response.status != 204:
-            raise classify(response.status, text)
 
     def close(self) -> None:
         """Drop the connection (it is reopened on the next write)."""
@@ -185,7 +205,7 @@ class Drainer:
         on_reject: RejectSink,
         max_request_bytes: int = 1 << 20,
         backoff_min_s: float = 0.2,
-        backoff_max_s: float = 30.0,
+        backoff_max_s: float = 5.0,
         connections: int = 1,
     ) -> None:
         self.spool = spool

@@ -94,3 +94,14 @@ def test_unreachable_is_retryable() -> None:
     with pytest.raises(WriteError) as caught:
         writer.write(BODY)
     assert caught.value.retryable
+
+
+def test_v1_creates_a_missing_database_and_asks_for_a_retry(server: Any) -> None:
+    server.replies += [(404, b'{"error":"database not found: \\"scc\\""}'), (200, b"{}")]
+    writer = V1Writer(V1Target(url(server), "scc"))
+    with pytest.raises(WriteError) as caught:
+        writer.write(BODY)
+    writer.close()
+    assert caught.value.retryable
+    path, _, body = server.requests[1]
+    assert path == "/query" and body == b"q=CREATE+DATABASE+%22scc%22"
