@@ -30,6 +30,7 @@ from gateway.config import Settings
 from gateway.dynsec import Provisioner
 from gateway.rulestage import RuleStage
 from gateway.sse import EventHub
+from gateway.web import mount_web
 from gateway.workorders import WorkOrderService
 
 TAGS = [
@@ -124,4 +125,5 @@ def create_app(
     operations = (rule_routes, alert_routes, workorders, events)
     for module in (*routers, *operations):
         app.include_router(module.router)
+    mount_web(app)
     return app
