@@ -1,7 +1,10 @@
-"""``python -m bench``: run the benchmark suite and print its table."""
+"""``python -m bench`` (``make bench``): the end-to-end ingest benchmark, then alert latency."""
 
 import sys
 
-from bench.e2e import main
+from bench import alert_latency, e2e
 
-sys.exit(main())
+status = e2e.main()
+print()
+status |= alert_latency.main()
+sys.exit(status)
