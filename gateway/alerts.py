@@ -142,12 +142,12 @@ class AlertService:
     # -- writing ----------------------------------------------------------------------
     def apply(self, transitions: Iterable[TransitionLike]) -> Events:
         """Store a batch of transitions in one transaction; returns (and emits) the events."""
-        batch = list(transitions)
+        batch = self._coalesce(list(transitions))
         if not batch:
             return []
 
         def work(session: Session) -> Events:
-            return [event for t in batch for event in self._apply_one(session, t)]
+            return [event for t, extra in batch for event in self._apply_one(session, t, extra)]
 
         events = self._retrying(work)
         emit_all(self.on_event, events)
@@ -208,8 +208,29 @@ class AlertService:
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.scalars(query))
 
+    def _coalesce(self, batch: list[TransitionLike]) -> list[tuple[TransitionLike, int]]:
+        """Fold runs of repeats of an alert that opens no work order into their last one.
+
+        A sensor that keeps reporting a warning (a bin at 85 %) repeats on every reading;
+        such repeats only count occurrences, so one row update per batch does. Repeats of
+        alerts with a work order each append an occurrence to it and are kept.
+        """
+        out: list[tuple[TransitionLike, int]] = []
+        last: dict[tuple[str, str, str | None], int] = {}
+        for t in batch:
+            key = (t.rule_id, t.device_id, t.group)
+            rule = self.rules.get(t.rule_id)
+            foldable = t.repeat and (rule is None or rule.category is None)
+            at = last.get(key)
+            if foldable and at is not None and out[at][0].repeat:
+                out[at] = (t, out[at][1] + 1)
+                continue
+            last[key] = len(out)
+            out.append((t, 0))
+        return out
+
     # -- one transition -----------------------------------------------------------------
-    def _apply_one(self, session: Session, t: TransitionLike) -> Events:
+    def _apply_one(self, session: Session, t: TransitionLike, extra: int = 0) -> Events:
         key = active_key(t.rule_id, t.device_id, t.group)
         alert = session.scalar(select(Alert).where(Alert.active_key == key))
         rule = self._rule(t)
@@ -231,7 +252,7 @@ class AlertService:
         if alert.state != t.state:
             log.debug("transition %s %s while the alert is %s; ignored", key, t.state, alert.state)
             return []
-        alert.occurrences += 1
+        alert.occurrences += 1 + extra  # extra: repeats folded into this one
         self._touch(alert, t, at)
         repeat = self._event(session, "alert.repeat", alert)
         return [repeat, *(self._fault(session, alert, rule, at) if t.state == "firing" else [])]

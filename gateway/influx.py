@@ -95,10 +95,7 @@ class V1Writer:
         if status == 204:
             return
         if status == 404 and "database not found" in text:
-            query = f'CREATE DATABASE "{self.target.database}"'
-            form = urllib.parse.urlencode({"q": query}).encode()
-            headers = {**self._headers, "Content-Type": "application/x-www-form-urlencoded"}
-            created, detail = self._post(self._query_path, form, headers)
+            created, detail = self.create_database()
             raise WriteError(
                 f"database {self.target.database} was missing; "
                 f"CREATE DATABASE answered HTTP {created} {detail[:200]}",
@@ -106,6 +103,13 @@ class V1Writer:
                 status=status,
             )
         raise classify(status, text)
+
+    def create_database(self) -> tuple[int, str]:
+        """``CREATE DATABASE`` (a no-op when it exists); returns HTTP status and body."""
+        query = f'CREATE DATABASE "{self.target.database}"'
+        form = urllib.parse.urlencode({"q": query}).encode()
+        headers = {**self._headers, "Content-Type": "application/x-www-form-urlencoded"}
+        return self._post(self._query_path, form, headers)
 
     def _post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
         try:

@@ -13,8 +13,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import urllib.parse
-import urllib.request
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +27,15 @@ from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.deadletter import DeadLetterStore
 from gateway.fleetstats import fleet_lines
-from gateway.influx import Drainer, LineWriter, V1Target, V1Writer, V2Target, V2Writer
+from gateway.influx import (
+    Drainer,
+    LineWriter,
+    V1Target,
+    V1Writer,
+    V2Target,
+    V2Writer,
+    WriteError,
+)
 from gateway.metrics import Sample, influx_lines
 from gateway.mqtt_source import Batch, MqttSource, SourceOptions
 from gateway.notify import Channel, ChannelFilter, Dispatcher, EmailNotifier, WebhookNotifier
@@ -114,23 +120,15 @@ def make_writer(settings: Settings) -> LineWriter:
     )
 
 
-def ensure_v1_database(settings: Settings) -> None:
-    """CREATE DATABASE (idempotent) on InfluxDB 1.x; logs and carries on when unreachable."""
-    if settings.influx_version != 1:
-        return
-    query = urllib.parse.urlencode({"q": f'CREATE DATABASE "{settings.influx_database}"'}).encode()
-    url = f"{settings.influx_url.rstrip('/')}/query"
-    request = urllib.request.Request(url, data=query)  # noqa: S310 - http(s) checked by Settings
-    if settings.influx_username is not None:
-        import base64
-
-        token = f"{settings.influx_username}:{settings.influx_password or ''}".encode()
-        request.add_header("Authorization", "Basic " + base64.b64encode(token).decode())
-    try:
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - URL from settings
-            response.read()
-    except OSError as err:
-        log.warning("could not create InfluxDB database %s yet: %s", settings.influx_database, err)
+def ensure_database(writer: LineWriter) -> None:
+    """Create the InfluxDB 1.x database at start (the writer also does it on a 404 later)."""
+    if isinstance(writer, V1Writer):
+        try:
+            status, text = writer.create_database()
+            if status >= 300:
+                log.warning("CREATE DATABASE answered HTTP %d: %s", status, text[:200])
+        except WriteError as err:
+            log.warning("could not create the InfluxDB database yet: %s", err)
 
 
 class Gateway:
@@ -203,7 +201,7 @@ class Gateway:
     # -- main loop ---------------------------------------------------------------------
     async def run(self) -> None:
         """Consume until stopped; on return everything acknowledged is in the spool."""
-        ensure_v1_database(self.settings)
+        await asyncio.to_thread(ensure_database, self.drainer.writer)
         loop = asyncio.get_running_loop()
         self.hub.bind(loop)
         self.dispatcher.start()

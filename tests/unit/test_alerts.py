@@ -396,3 +396,23 @@ def test_a_failing_event_sink_does_not_undo_the_alert(engine: Engine, clock: Man
     service = AlertService(engine, clock, RULES, broken)
     assert len(service.apply([smoke("firing", now_ns(clock))])) == 2
     assert count(engine, Alert) == 1 and count(engine, WorkOrder) == 1
+
+
+def test_repeats_without_a_work_order_fold_into_one_update(
+    alerts: AlertService, clock: ManualClock
+) -> None:
+    def nearly_full(state: State, ts_ns: int, repeat: bool = False) -> Transition:
+        return Transition("bin.nearly_full", BIN, "bin", state, "warning", ts_ns, {"fill": 85.0},
+                          None, "fill 85", repeat)  # fmt: skip
+
+    start = now_ns(clock)
+    batch = [nearly_full("firing", start)] + [
+        nearly_full("firing", start + i, repeat=True) for i in range(1, 6)
+    ]
+    events = alerts.apply(batch)
+    assert types(events) == ["alert.firing", "alert.repeat"]  # five repeats, one update
+    (alert,) = alerts.search(rule_id="bin.nearly_full")
+    assert alert.occurrences == 6 and alert.last_ts_ns == start + 5
+    # repeats of an alert with a work order are kept: each is an occurrence of the order
+    fire = [smoke("firing", start)] + [smoke("firing", start + i, repeat=True) for i in (1, 2)]
+    assert types(alerts.apply(fire)).count("workorder.occurrence") == 2
