@@ -159,6 +159,7 @@ class Pipeline:
         self.lookup_retry_s = lookup_retry_s
         self.max_payload_bytes = max_payload_bytes
         self._routes: dict[bytes, Route] = {}
+        self._infos: dict[str, DeviceInfo] = {}
         self._misses: dict[str, float] = {}
         self._writers = {name: FieldWriter(load_kind(name).fields) for name in KINDS}
         self._log = log_rejection or RateLimitedLog()
@@ -168,18 +169,17 @@ class Pipeline:
         """Forget cached routes (after a device is moved, re-registered or removed)."""
         if device_id is None:
             self._routes.clear()
+            self._infos.clear()
             self._misses.clear()
             return
         self._misses.pop(device_id, None)
+        self._infos.pop(device_id, None)
         for topic in [t for t, r in self._routes.items() if r.info.device_id == device_id]:
             del self._routes[topic]
 
     def known(self, device_id: str) -> DeviceInfo | None:
         """The registry entry of a device the pipeline has routed (None otherwise)."""
-        for route in self._routes.values():
-            if route.info.device_id == device_id:
-                return route.info
-        return None
+        return self._infos.get(device_id)
 
     def _route(self, topic: bytes) -> Route:
         try:
@@ -220,6 +220,7 @@ class Pipeline:
             self._writers[info.kind],
         )
         self._routes[topic] = route
+        self._infos[device_id] = info
         return route
 
     def _find(self, device_id: str) -> DeviceInfo:

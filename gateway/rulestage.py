@@ -104,8 +104,12 @@ class RuleStage:
             # Registration counts as activity: a device never heard from goes offline.
             self.engine.seen(info.device_id, info.kind, now)
             self._tags[info.device_id] = device_tags(info)
-        self.engine.load_states(self._saved_states())
+        saved = self._saved_states()
+        self.engine.load_states(saved)
         self.engine.dirty_states()  # what was just loaded is saved already
+        # Devices the engine remembers but the registry no longer has active (decommissioned
+        # while we were down): they must not go "offline".
+        self._retired = {key for rule_id, key, _ in saved if rule_id == "@activity"} - set(devices)
         self.transitions_total = 0
         self.last_eval_s = 0.0
 
@@ -157,7 +161,21 @@ class RuleStage:
         log.info("rules reloaded: %d rules (%s)", len(list(ruleset)), ruleset.fingerprint[:12])
         return self._outcome(transitions)
 
+    def device_changed(self, device_id: str, info: DeviceInfo | None) -> None:
+        """A device was registered, changed, moved (``info``) or decommissioned (None)."""
+        self._tags.pop(device_id, None)
+        if info is None:
+            self._retired.add(device_id)
+            return
+        self._retired.discard(device_id)
+        self._tags[device_id] = device_tags(info)
+        self.engine.seen(device_id, info.kind, time.time_ns())
+
     def _outcome(self, transitions: list[Transition]) -> Outcome:
+        if self._retired:
+            transitions = [
+                t for t in transitions if t.state == "resolved" or t.device_id not in self._retired
+            ]
         self.transitions_total += len(transitions)
         return Outcome(transitions, self.engine.dirty_states())
 

@@ -278,6 +278,11 @@ class Gateway:
                 err,
             )
 
+    def device_changed(self, device_id: str) -> None:
+        """The registry changed for a device (API): drop cached routes and tags (on the loop)."""
+        self.pipeline.invalidate(device_id)
+        self.rules.device_changed(device_id, self._lookup_one(device_id))
+
     def reload_rules_now(self) -> None:
         """Reload the site rules at once (the API calls this after changing them)."""
         outcome = self.rules.reload()

@@ -100,6 +100,9 @@ def build_app(gateway: Gateway) -> FastAPI:
     def on_rules_changed() -> None:
         loop.call_soon_threadsafe(gateway.reload_rules_now)
 
+    def on_device_changed(device_id: str) -> None:
+        loop.call_soon_threadsafe(gateway.device_changed, device_id)
+
     return create_app(
         settings,
         gateway.engine,
@@ -110,6 +113,7 @@ def build_app(gateway: Gateway) -> FastAPI:
         rules=gateway.rules,
         hub=gateway.hub,
         on_rules_changed=on_rules_changed,
+        on_device_changed=on_device_changed,
         rules_dir=settings.rules_dir,
     )
 

@@ -83,6 +83,7 @@ def create_app(
     orders: WorkOrderService | None = None,
     hub: EventHub | None = None,
     on_rules_changed: Callable[[], None] | None = None,
+    on_device_changed: Callable[[str], None] | None = None,
     rules_dir: Path | None = None,
 ) -> FastAPI:
     """Build the API around ``engine`` and the injected collaborators.
@@ -118,6 +119,7 @@ def create_app(
         orders=orders,
         hub=hub,
         on_rules_changed=on_rules_changed,
+        on_device_changed=on_device_changed,
         rules_dir=rules_dir,
     )
     errors.install(app)

@@ -72,6 +72,16 @@ class ApiContext:
     orders: WorkOrderService | None = None
     hub: EventHub | None = None
     on_rules_changed: Callable[[], None] | None = None
+    #: Called (from a worker thread) with a device id after the API registered, changed,
+    #: moved or decommissioned it, so the gateway's caches pick the change up at once.
+    on_device_changed: Callable[[str], None] | None = None
     rules_dir: Path | None = None
+
+    def device_changed(self, *device_ids: str) -> None:
+        """Tell the gateway (if any) that these devices changed."""
+        if self.on_device_changed is not None:
+            for device_id in device_ids:
+                self.on_device_changed(device_id)
+
     #: Serialises changes to the site rules directory (check, write, notify).
     rules_lock: threading.Lock = field(default_factory=threading.Lock, compare=False)

@@ -50,12 +50,26 @@ def test_api_served_with_live_device_status_and_metrics(
         assert status == 200 and device["online"] is True and device["last_seen"]
         status, _ = get(f"{base}/devices/nope", token)
         assert status == 404
+        # moving a device through the API re-tags its next readings at once
+        move = urllib.request.Request(
+            f"{base}/devices/smoke-B1-1-101/move",
+            data=b'{"node": "B2-1"}',
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(move, timeout=10) as response:
+            assert response.status == 200
+        wait_for(lambda: gateway.pipeline.known("smoke-B1-1-101") is None, 5, "cache dropped")
+        publish_all(mosquitto.port, [("scc/v1/smoke-B1-1-101/telemetry", b'{"state":"test"}')])
+        wait_for(lambda: gateway.counters.messages["smoke"] == 2, 10, "second message")
+        info = gateway.pipeline.known("smoke-B1-1-101")
+        assert info is not None and ("building", "B2") in info.path
         request = urllib.request.Request(
             f"{base}/metrics", headers={"Authorization": f"Bearer {token}"}
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             text = response.read().decode()
-        assert 'scc_messages_total{kind="smoke"} 1.0' in text
+        assert 'scc_messages_total{kind="smoke"} 2.0' in text
 
 
 def _up(base: str) -> bool:

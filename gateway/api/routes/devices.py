@@ -86,7 +86,9 @@ def register_device(
     """Register one device. With a broker provisioner, the answer carries the device's
     MQTT login (user name = device id): it is shown this once and not kept."""
     principal.require("devices", "write")
-    return device_ops.register(session, ctx, principal, [body])[0]
+    registered = device_ops.register(session, ctx, principal, [body])[0]
+    ctx.device_changed(body.device_id)
+    return registered
 
 
 @router.post(
@@ -120,6 +122,7 @@ def _import_rows(ctx: ApiContext, principal: Principal, rows: list[Any]) -> Impo
         if errors:
             raise importing.refuse(errors)
         items = device_ops.register(session, ctx, principal, creates)
+    ctx.device_changed(*(create.device_id for create in creates))
     return ImportResult(imported=len(items), items=items)
 
 
@@ -154,11 +157,16 @@ def _status(ctx: ApiContext, device_id: str) -> DeviceStatus | None:
     "/{device_id}", summary="Update a device", response_model=DevicePublic, responses=_CONFLICT
 )
 def update_device(
-    device_id: str, body: DeviceUpdate, principal: PrincipalDep, session: SessionDep
+    device_id: str,
+    body: DeviceUpdate,
+    principal: PrincipalDep,
+    session: SessionDep,
+    ctx: ContextDep,
 ) -> DevicePublic:
     """Change model, location, install parameters or install date (use /move for the node)."""
     principal.require("devices", "write")
     device = device_ops.update(session, principal, device_id, body)
+    ctx.device_changed(device_id)
     return device_ops.to_public(device, principal.index)
 
 
@@ -166,11 +174,12 @@ def update_device(
     "/{device_id}/move", summary="Move a device", response_model=DevicePublic, responses=_CONFLICT
 )
 def move_device(
-    device_id: str, body: DeviceMove, principal: PrincipalDep, session: SessionDep
+    device_id: str, body: DeviceMove, principal: PrincipalDep, session: SessionDep, ctx: ContextDep
 ) -> DevicePublic:
     """Hang the device at another node; its topics and login stay the same."""
     principal.require("devices", "write")
     device = device_ops.move(session, principal, device_id, body.node)
+    ctx.device_changed(device_id)
     return device_ops.to_public(device, principal.index)
 
 
@@ -186,6 +195,7 @@ def decommission_device(
     """Revoke the device's broker login and mark it decommissioned (history is kept)."""
     principal.require("devices", "write")
     device = device_ops.decommission(session, ctx, principal, device_id)
+    ctx.device_changed(device_id)
     return device_ops.to_public(device, principal.index)
 
 
