@@ -237,6 +237,7 @@ Where to look
                 curl -G {influx_url}/query --data-urlencode db=scc \\
                      --data-urlencode "q={EXAMPLE_QUERY}"
   dead letters  .venv/bin/python -m gateway deadletter list --state-dir {state_dir}
+  web page      http://127.0.0.1:{api_port}/ui/  (alert inbox, work orders, community)
   REST API      http://127.0.0.1:{api_port}/docs  (OpenAPI); this demo's admin token:
                 curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{api_port}/alerts
   logs          {state_dir / "gateway.log"}, {state_dir / "fleet.log"}
