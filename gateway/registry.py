@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from devices import KINDS, load_kind
-from gateway.db import LEVELS, Device, Node, Staff
+from gateway.db import LEVELS, Device, Node, Staff, utcnow
 
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 NODE_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
@@ -166,8 +166,7 @@ class Registry:
                     devices.append(device)
             if problems:
                 raise RegistryError(problems)
-            for device in devices:
-                session.merge(device)
+            _upsert_devices(session, devices)
         return len(devices)
 
     def load_community(self, directory: Path) -> tuple[int, int]:
@@ -179,15 +178,14 @@ class Registry:
     def device_infos(self, device_ids: list[str] | None = None) -> dict[str, DeviceInfo]:
         """Active devices (all, or the ones named) with their hierarchy paths."""
         paths = self.node_paths()
-        query = select(Device).where(Device.status == "active")
+        columns = (Device.device_id, Device.kind, Device.model, Device.codec, Device.params)
+        query = select(*columns, Device.node_id).where(Device.status == "active")
         if device_ids is not None:
             query = query.where(Device.device_id.in_(device_ids))
-        with Session(self.engine) as session:
+        with Session(self.engine) as session:  # plain rows, no ORM objects: 1M devices at start
             return {
-                d.device_id: DeviceInfo(
-                    d.device_id, d.kind, d.model, d.codec, dict(d.params), paths.get(d.node_id, ())
-                )
-                for d in session.scalars(query)
+                row[0]: DeviceInfo(*row[:4], dict(row[4]), paths.get(row[5], ()))
+                for row in session.execute(query)
             }
 
     def counts(self) -> dict[str, int]:
@@ -198,6 +196,29 @@ class Registry:
         out = {f"nodes.{level}": n for level, n in levels}
         out.update({f"devices.{kind}": n for kind, n in kinds})
         return out
+
+
+_DEVICE_COLUMNS = (
+    "device_id", "kind", "model", "codec", "node_id",
+    "location", "params", "installed_at", "status",
+)  # fmt: skip
+
+
+def _upsert_devices(session: Session, devices: list[Device]) -> None:
+    """Insert new devices and update known ones in bulk (one statement each, any size)."""
+    ids = [device.device_id for device in devices]
+    known: set[str] = set()
+    for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+        chunk = ids[start : start + 500]
+        known.update(session.scalars(select(Device.device_id).where(Device.device_id.in_(chunk))))
+    rows = [{name: getattr(d, name) for name in _DEVICE_COLUMNS} for d in devices]
+    fresh = [row for row in rows if row["device_id"] not in known]
+    changed = [row for row in rows if row["device_id"] in known]
+    now = utcnow()
+    if fresh:
+        session.execute(insert(Device), [{**row, "created_at": now} for row in fresh])
+    if changed:
+        session.execute(update(Device), changed)
 
 
 def _walk(
