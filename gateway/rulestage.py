@@ -98,12 +98,14 @@ class RuleStage:
         self.alerts = AlertService(
             db, clock, rule_infos(self.ruleset), on_event=self._emit, orders=self.orders
         )
+        # Tags are built when a device is first observed (a dict per device for a million
+        # registered ones would cost more than the whole rules state).
         self._tags: dict[str, dict[str, str]] = {}
+        self._devices = devices
         now = time.time_ns()
         for info in devices.values():
             # Registration counts as activity: a device never heard from goes offline.
             self.engine.seen(info.device_id, info.kind, now)
-            self._tags[info.device_id] = device_tags(info)
         saved = self._saved_states()
         self.engine.load_states(saved)
         self.engine.dirty_states()  # what was just loaded is saved already
@@ -171,6 +173,13 @@ class RuleStage:
         self._tags[device_id] = device_tags(info)
         self.engine.seen(device_id, info.kind, time.time_ns())
 
+    def _tags_of(self, device_id: str) -> dict[str, str]:
+        tags = self._tags.get(device_id)
+        if tags is None:
+            info = self._devices.get(device_id)
+            tags = device_tags(info) if info is not None else {"device_id": device_id}
+        return tags
+
     def _outcome(self, transitions: list[Transition]) -> Outcome:
         if self._retired:
             transitions = [
@@ -198,7 +207,7 @@ class RuleStage:
 
     def alert_line(self, transition: Transition) -> str:
         """An ``alerts`` point (Grafana annotations and alert panels)."""
-        tags = dict(self._tags.get(transition.device_id, {"device_id": transition.device_id}))
+        tags = dict(self._tags_of(transition.device_id))
         tags.update(
             rule_id=transition.rule_id,
             kind=transition.kind,

@@ -156,6 +156,7 @@ class Gateway:
             connections=settings.influx_connections,
         )
         snapshot = self.registry.device_infos()
+        self._snapshot = snapshot  # kept current by device_changed
         self.pipeline = Pipeline(
             registry_lookup(snapshot, self._lookup_one),
             settings.max_payload_bytes,
@@ -280,8 +281,13 @@ class Gateway:
 
     def device_changed(self, device_id: str) -> None:
         """The registry changed for a device (API): drop cached routes and tags (on the loop)."""
+        info = self._lookup_one(device_id)
+        if info is None:
+            self._snapshot.pop(device_id, None)
+        else:
+            self._snapshot[device_id] = info
         self.pipeline.invalidate(device_id)
-        self.rules.device_changed(device_id, self._lookup_one(device_id))
+        self.rules.device_changed(device_id, info)
 
     def reload_rules_now(self) -> None:
         """Reload the site rules at once (the API calls this after changing them)."""

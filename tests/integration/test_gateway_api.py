@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session
 
 from gateway.auth import issue_token
 from gateway.config import Settings
+from gateway.db import make_engine
+from gateway.registry import Registry
 from gateway.service import Gateway
 from gateway.services import ManagedProcess, free_port
 
@@ -36,9 +38,9 @@ def test_api_served_with_live_device_status_and_metrics(
     settings = Settings(name="api", state_dir=tmp_path, mqtt_port=mosquitto.port,
                         influx_url=influxdb.url, influx_database=influx_db, api_port=port,
                         stats_interval_s=3600)  # fmt: skip
+    # registered before the gateway starts: its snapshot must follow moves made later
+    Registry(make_engine(settings.database_url)).load_community(COMMUNITY)
     gateway = Gateway(settings)
-    gateway.registry.load_community(COMMUNITY)
-    gateway.pipeline.invalidate()
     with Session(gateway.engine) as session, session.begin():
         token = issue_token(session, "admin", "ST1", "test").token
     base = f"http://127.0.0.1:{port}"
