@@ -227,6 +227,11 @@ class DeviceSimulator(ABC):
         self.rng = rng
         self.heartbeat_s = heartbeat_s
         self.seq = 0
+        self.setup()
+
+    def setup(self) -> None:  # noqa: B027 - an optional hook: kinds without state skip it
+        """Set up per-kind state; ``device_id``, ``codec``, ``params``, ``rng`` and
+        ``heartbeat_s`` are already attributes. Subclasses override this, not ``__init__``."""
 
     def next_seq(self) -> int:
         """Sequence numbers increase by one per reading, as real devices do."""

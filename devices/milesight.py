@@ -23,14 +23,13 @@ or a Milesight frame (bin, manhole).
 from __future__ import annotations
 
 import logging
-import random
 import struct
 from abc import abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from devices.base import Codec, DecodeError, DeviceSimulator, SimMessage, TopicKind
+from devices.base import DecodeError, DeviceSimulator, SimMessage, TopicKind
 
 logger = logging.getLogger(__name__)
 
@@ -208,15 +207,8 @@ class MilesightSimulator(DeviceSimulator):
     (what the device measures now) and ``begin`` (set up an incident).
     """
 
-    def __init__(
-        self,
-        device_id: str,
-        codec: Codec,
-        params: Mapping[str, str],
-        rng: random.Random,
-        heartbeat_s: float,
-    ) -> None:
-        super().__init__(device_id, codec, params, rng, heartbeat_s)
+    def setup(self) -> None:
+        """Per-device state, from the install parameters and the seeded rng."""
         #: The time (epoch s) the device was last advanced to.
         self.now = 0.0
         self._started = False

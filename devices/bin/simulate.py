@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from devices.base import Codec, SimMessage
+from devices.base import SimMessage
 from devices.bin.model import MAX_DISTANCE_MM, depth_mm
 from devices.milesight import MilesightSimulator
 
@@ -29,27 +27,21 @@ class BinSimulator(MilesightSimulator):
 
     incidents: ClassVar[tuple[str, ...]] = ("overflow", "fire", "tilt")
 
-    def __init__(
-        self,
-        device_id: str,
-        codec: Codec,
-        params: Mapping[str, str],
-        rng: random.Random,
-        heartbeat_s: float,
-    ) -> None:
-        super().__init__(device_id, codec, params, rng, heartbeat_s)
-        depth = depth_mm(params) if "depth_mm" in params else DEFAULT_DEPTH_MM
+    def setup(self) -> None:
+        """Per-device state, from the install parameters and the seeded rng."""
+        super().setup()
+        depth = depth_mm(self.params) if "depth_mm" in self.params else DEFAULT_DEPTH_MM
         if depth is None:
             raise ValueError(
-                f"{device_id}: depth_mm {params['depth_mm']!r} is not a positive number"
+                f"{self.device_id}: depth_mm {self.params['depth_mm']!r} is not a positive number"
             )
         self.depth = depth
-        self.fill = rng.uniform(0, 60)
-        self.fill_rate = rng.uniform(1.0, 4.0)  # % per hour
-        self.base_temperature = rng.uniform(8, 28)
+        self.fill = self.rng.uniform(0, 60)
+        self.fill_rate = self.rng.uniform(1.0, 4.0)  # % per hour
+        self.base_temperature = self.rng.uniform(8, 28)
         self.temperature = self.base_temperature
-        self.battery = rng.uniform(60, 100)
-        self.drain = rng.uniform(0.0005, 0.002)  # % per hour
+        self.battery = self.rng.uniform(60, 100)
+        self.drain = self.rng.uniform(0.0005, 0.002)  # % per hour
         self.position = "normal"
         self.collect_at: float | None = None
         self.fire_target = 0.0

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import random
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from devices.base import Codec, SimMessage
+from devices.base import SimMessage
 from devices.manhole.model import depth_cm
 from devices.milesight import MilesightSimulator
 
@@ -28,33 +26,33 @@ class ManholeSimulator(MilesightSimulator):
 
     incidents: ClassVar[tuple[str, ...]] = ("opened", "tilted", "flood", "gas")
 
-    def __init__(
-        self,
-        device_id: str,
-        codec: Codec,
-        params: Mapping[str, str],
-        rng: random.Random,
-        heartbeat_s: float,
-    ) -> None:
-        super().__init__(device_id, codec, params, rng, heartbeat_s)
-        depth = depth_cm(params) if "depth_cm" in params else DEFAULT_DEPTH_CM
+    def setup(self) -> None:
+        """Per-device state, from the install parameters and the seeded rng."""
+        super().setup()
+        depth = depth_cm(self.params) if "depth_cm" in self.params else DEFAULT_DEPTH_CM
         if depth is None:
-            raise ValueError(f"{device_id}: depth_cm {params['depth_cm']!r} is not 0-500 cm")
+            raise ValueError(
+                f"{self.device_id}: depth_cm {self.params['depth_cm']!r} is not 0-500 cm"
+            )
         self.depth = depth
-        self.installed = (rng.uniform(-1.5, 1.5), rng.uniform(-1.5, 1.5), rng.uniform(-3, 3))
+        self.installed = (
+            self.rng.uniform(-1.5, 1.5),
+            self.rng.uniform(-1.5, 1.5),
+            self.rng.uniform(-3, 3),
+        )
         self.angles = self.installed
         self.state = "normal"
         self.cover_until = 0.0
-        self.water_base = rng.uniform(0.02, 0.15) * self.depth
+        self.water_base = self.rng.uniform(0.02, 0.15) * self.depth
         self.water = self.water_base
         self.flood_target = 0.0
         self.flood_rate = 0.0  # cm per second
         self.flood_until = 0.0
-        self.h2s_base = rng.uniform(0, 1)
+        self.h2s_base = self.rng.uniform(0, 1)
         self.h2s = self.h2s_base
         self.gas_until = 0.0
-        self.battery = rng.uniform(70, 100)
-        self.drain = rng.uniform(0.0002, 0.001)  # % per hour
+        self.battery = self.rng.uniform(70, 100)
+        self.drain = self.rng.uniform(0.0002, 0.001)  # % per hour
 
     def advance(self, now: float, dt: float) -> list[SimMessage]:
         """Water rises or recedes, the gas clears, a displaced cover is put back."""

@@ -8,12 +8,11 @@ runner happened to call :meth:`SmokeSimulator.step`, so two readings never share
 from __future__ import annotations
 
 import heapq
-import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from devices.base import Codec, DeviceSimulator, SimMessage, TopicKind
+from devices.base import DeviceSimulator, SimMessage, TopicKind
 from devices.smoke.model import ALARM_SMOKE_DB_M, SmokeEvent, SmokeState
 
 FIRMWARE = "2.3.1"
@@ -48,21 +47,14 @@ class SmokeSimulator(DeviceSimulator):
 
     incidents = ("fire", "fault", "tamper", "low_battery")
 
-    def __init__(
-        self,
-        device_id: str,
-        codec: Codec,
-        params: Mapping[str, str],
-        rng: random.Random,
-        heartbeat_s: float,
-    ) -> None:
-        super().__init__(device_id, codec, params, rng, heartbeat_s)
+    def setup(self) -> None:
+        """Per-device state, from the install parameters and the seeded rng."""
         self._state: SmokeState = "normal"
-        self._smoke = rng.uniform(0.0, 0.02)
-        self._temperature = rng.uniform(18.0, 28.0)
-        self._battery = rng.uniform(60.0, 100.0)
-        self._rsrp = rng.uniform(-110.0, -80.0)
-        self._snr = rng.uniform(0.0, 15.0)
+        self._smoke = self.rng.uniform(0.0, 0.02)
+        self._temperature = self.rng.uniform(18.0, 28.0)
+        self._battery = self.rng.uniform(60.0, 100.0)
+        self._rsrp = self.rng.uniform(-110.0, -80.0)
+        self._snr = self.rng.uniform(0.0, 15.0)
         self._next_heartbeat: float | None = None
         self._script: list[tuple[float, int, _Step]] = []
         self._scheduled = 0

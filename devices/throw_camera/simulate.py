@@ -7,11 +7,9 @@ due within one call of :meth:`ThrowCameraSimulator.step` keep distinct timestamp
 from __future__ import annotations
 
 import heapq
-import random
-from collections.abc import Mapping
 from typing import Any
 
-from devices.base import Codec, DeviceSimulator, SimMessage, TopicKind
+from devices.base import DeviceSimulator, SimMessage, TopicKind
 from devices.throw_camera.model import MAX_FLOOR, OBJECT_SIZES
 
 FIRMWARE = "V5.7.3 build 240611"
@@ -27,21 +25,14 @@ class ThrowCameraSimulator(DeviceSimulator):
 
     incidents = ("throw", "occlusion")
 
-    def __init__(
-        self,
-        device_id: str,
-        codec: Codec,
-        params: Mapping[str, str],
-        rng: random.Random,
-        heartbeat_s: float,
-    ) -> None:
-        super().__init__(device_id, codec, params, rng, heartbeat_s)
+    def setup(self) -> None:
+        """Per-device state, from the install parameters and the seeded rng."""
         try:
-            floors = int(params.get("floors", DEFAULT_FLOORS))
+            floors = int(self.params.get("floors", DEFAULT_FLOORS))
         except ValueError as err:
-            raise ValueError(f"floors must be an integer, got {params['floors']!r}") from err
+            raise ValueError(f"floors must be an integer, got {self.params['floors']!r}") from err
         self.floors = max(1, min(MAX_FLOOR, floors))
-        self.facade = params.get("facade", DEFAULT_FACADE)
+        self.facade = self.params.get("facade", DEFAULT_FACADE)
         self._next_heartbeat: float | None = None
         self._script: list[tuple[float, int, TopicKind, dict[str, Any]]] = []
         self._scheduled = 0
