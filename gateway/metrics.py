@@ -23,7 +23,8 @@ class Sample:
     help: str = ""
 
 
-def _label_text(labels: tuple[tuple[str, str], ...]) -> str:
+def label_text(labels: tuple[tuple[str, str], ...]) -> str:
+    """``{key="value",...}`` in Prometheus escaping ('' without labels)."""
     if not labels:
         return ""
     inner = ",".join(
@@ -45,7 +46,7 @@ def prometheus_text(samples: Iterable[Sample]) -> str:
             out.append(f"# TYPE {sample.name} {sample.kind}")
         value = sample.value
         text = repr(float(value)) if isinstance(value, float) else str(value)
-        out.append(f"{sample.name}{_label_text(sample.labels)} {text}")
+        out.append(f"{sample.name}{label_text(sample.labels)} {text}")
     return "\n".join(out) + "\n"
 
 

@@ -152,12 +152,12 @@ class Persister:
         if group.outcome is not None:
             # Rules state first: if we crash before the spool write, the batch is redelivered
             # and the engine treats its readings as already seen (no double alerts).
-            _, lines = self.rules.persist(group.outcome)  # events went out on commit
+            lines = self.rules.persist(group.outcome)
             group.outcome = None
             group.alert_body = "\n".join(lines).encode()
         if group.bodies or group.alert_body:
             self.spool.append_many([*group.bodies, group.alert_body])
             group.bodies, group.alert_body = [], b""
         if group.check_sla:
-            self.rules.check_sla()  # escalations are emitted by the work-order service
+            self.rules.check_sla()
             group.check_sla = False

@@ -194,16 +194,19 @@ class RuleStage:
         return tuple(sorted((p.name, p.stat().st_mtime) for p in self.site_dir.glob("*.yaml")))
 
     # -- on the persist thread ---------------------------------------------------------
-    def persist(self, outcome: Outcome) -> tuple[list[Event], list[str]]:
-        """Store alerts, work orders and engine state; return events and ``alerts`` lines."""
-        events = self.alerts.apply(outcome.transitions) if outcome.transitions else []
+    def persist(self, outcome: Outcome) -> list[str]:
+        """Store alerts, work orders and engine state; return the ``alerts`` lines.
+
+        Their events go out as each transaction commits (``_emit``)."""
+        if outcome.transitions:
+            self.alerts.apply(outcome.transitions)
         if outcome.dirty:
             self._save_states(outcome.dirty)
-        return events, [self.alert_line(t) for t in outcome.transitions if not t.repeat]
+        return [self.alert_line(t) for t in outcome.transitions if not t.repeat]
 
-    def check_sla(self) -> list[Event]:
-        """Escalate work orders whose deadlines passed."""
-        return self.orders.check_sla()
+    def check_sla(self) -> None:
+        """Escalate work orders whose deadlines passed (escalations are emitted on commit)."""
+        self.orders.check_sla()
 
     def alert_line(self, transition: Transition) -> str:
         """An ``alerts`` point (Grafana annotations and alert panels)."""

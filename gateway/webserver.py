@@ -20,7 +20,7 @@ from devices import load_kind
 from gateway.api.app import create_app
 from gateway.api.context import DeviceStatus
 from gateway.dynsec import DynsecProvisioner, Provisioner
-from gateway.metrics import _label_text
+from gateway.metrics import label_text
 from gateway.services import ServiceError, influx_query
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ def metrics_source(gateway: Gateway) -> Any:
     """The gateway's samples keyed by Prometheus name with labels."""
 
     def metrics() -> Mapping[str, float]:
-        return {f"{s.name}{_label_text(s.labels)}": float(s.value) for s in gateway.samples()}
+        return {f"{s.name}{label_text(s.labels)}": float(s.value) for s in gateway.samples()}
 
     return metrics
 
