@@ -107,10 +107,13 @@ def active_key(rule_id: str, device_id: str, group: str | None) -> str:
 
 
 def json_values(values: Mapping[str, object]) -> dict[str, Any]:
-    """A reading as JSON-safe values (numpy scalars → Python, anything else odd → str)."""
+    """A reading as JSON-safe values (numpy scalars → Python, anything else odd → str);
+    absent fields (None) are left out."""
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if value is None or isinstance(value, str | bool | int | float):
+        if value is None:
+            continue
+        if isinstance(value, str | bool | int | float):
             out[str(key)] = value
         elif hasattr(value, "item"):
             out[str(key)] = value.item()

@@ -129,8 +129,10 @@ class RuleStage:
             if item.reading is None:  # status message: activity only
                 self.engine.seen(info.device_id, info.kind, item.ts_ns)
                 continue
-            values = {k: v for k, v in item.reading.__dict__.items() if v is not None}
-            observations.append(Observation(info.device_id, info.kind, item.ts_ns, values, where))
+            # The reading's own field dict, not a copy: the engine reads None as absent.
+            observations.append(
+                Observation(info.device_id, info.kind, item.ts_ns, item.reading.__dict__, where)
+            )
         transitions = self.engine.evaluate(observations, received_ns)
         self.last_eval_s = time.perf_counter() - started
         return self._outcome(transitions)

@@ -109,23 +109,41 @@ class RateRuntime(ConditionRuntime):
         return out
 
     def dirty(self) -> dict[str, StateDoc | None]:
-        """Alerts and windows changed since the last call."""
+        """Alerts and windows changed since the last call.
+
+        Every fresh reading moves a window, so this runs for most rows of a batch: the
+        windows of all changed devices are sorted and converted at once."""
         size = self.table.size
-        self.changed.update(np.flatnonzero(self.ring_changed[:size]).tolist())
+        moved = np.flatnonzero(self.ring_changed[:size])
         self.ring_changed[:size] = False
-        return super().dirty()
+        changed, self.changed = self.changed, set()
+        extra = np.fromiter(changed, dtype=np.int64, count=len(changed))
+        positions = np.union1d(moved, extra).astype(np.int64)
+        ids = self.table.ids
+        return dict(zip([ids[p] for p in positions.tolist()], self._docs(positions), strict=True))
 
     def state_doc(self, position: int) -> StateDoc | None:
         """The alert (if any) and the window's points, oldest first."""
-        doc = super().state_doc(position) or {}
-        times = self.ring_ts[position]
-        order = np.argsort(times, kind="stable")
-        points = [
-            [int(times[i]), float(self.ring_val[position, i])] for i in order if times[i] != UNSET
-        ]
-        if points:
-            doc["window"] = points
-        return doc or None
+        return self._docs(np.array([position], dtype=np.int64))[0]
+
+    def _docs(self, positions: IntArray) -> list[StateDoc | None]:
+        if not len(positions):
+            return []
+        times = self.ring_ts[positions]
+        order = np.argsort(times, axis=1, kind="stable")
+        times = np.take_along_axis(times, order, axis=1)
+        values = np.take_along_axis(self.ring_val[positions], order, axis=1)
+        alert_doc = super().state_doc
+        out: list[StateDoc | None] = []
+        for position, row_ts, row_val in zip(
+            positions.tolist(), times.tolist(), values.tolist(), strict=True
+        ):
+            doc = alert_doc(position) or {}
+            points = [[ts, val] for ts, val in zip(row_ts, row_val, strict=True) if ts != UNSET]
+            if points:
+                doc["window"] = points
+            out.append(doc or None)
+        return out
 
     def load(self, key: str, state: Mapping[str, object]) -> None:
         """Restore the alert (if any) and the window."""

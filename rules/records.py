@@ -13,7 +13,8 @@ State = Literal["pending", "firing", "resolved"]
 class Observation:
     """One valid reading of one device.
 
-    ``values`` holds the reading's fields that are present (None omitted); ``tags`` the
+    ``values`` holds the reading's fields (a field that is None or missing is absent; it
+    may be the reading's own attribute dict, so it is never modified); ``tags`` the
     hierarchy codes (street, community, grid, compound, building, unit) and ``device_id``.
     """
 
