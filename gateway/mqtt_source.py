@@ -100,10 +100,18 @@ class _Protocol(asyncio.Protocol):
         on_publish = self.source._on_publish
         while end - pos >= 2:
             first = buf[pos]
-            decoded = wire.decode_varint(buf, pos + 1)
-            if decoded is None:
-                break
-            length, body = decoded
+            # Remaining length: one or two bytes for every message we expect (< 16 KiB);
+            # inlined, since this loop runs once per message.
+            byte = buf[pos + 1]
+            if byte < 0x80:
+                length, body = byte, pos + 2
+            elif end - pos >= 3 and buf[pos + 2] < 0x80:
+                length, body = (byte & 0x7F) | (buf[pos + 2] << 7), pos + 3
+            else:
+                decoded = wire.decode_varint(buf, pos + 1)
+                if decoded is None:
+                    break
+                length, body = decoded
             stop = body + length
             if stop > end:
                 break
@@ -115,10 +123,14 @@ class _Protocol(asyncio.Protocol):
                 if first & 0x06:
                     mid = (buf[j] << 8) | buf[j + 1]
                     j += 2
-                props = wire.decode_varint(buf, j)
-                if props is None or props[1] + props[0] > stop:
-                    raise wire.ProtocolError("PUBLISH properties overrun the packet")
-                on_publish(topic, bytes(buf[props[1] + props[0] : stop]), mid)
+                if j < stop and buf[j] == 0:  # no properties: the usual case
+                    start = j + 1
+                else:
+                    props = wire.decode_varint(buf, j)
+                    if props is None or props[1] + props[0] > stop:
+                        raise wire.ProtocolError("PUBLISH properties overrun the packet")
+                    start = props[1] + props[0]
+                on_publish(topic, bytes(buf[start:stop]), mid)
             else:
                 self._control(first, bytes(buf[body:stop]))
             pos = stop
