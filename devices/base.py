@@ -281,13 +281,20 @@ class DeviceKind:
     #: Fills derived readings from install parameters (bin fill % from its depth).
     derive: Derive = _no_derive
 
+    @property
+    def derives(self) -> bool:
+        """Whether readings get derived values from install parameters before validation."""
+        return self.derive is not _no_derive
+
     def validate(self, raw: dict[str, Any], params: Mapping[str, str]) -> Reading:
         """Validate one raw reading; raise DecodeError with a reason code."""
-        try:
-            derived = self.derive(raw, params)
-        except Exception as err:  # a kind's bug must not stop the ingest loop
-            detail = f"{self.name}: cannot derive readings: {err}"
-            raise DecodeError("invalid_value", detail) from err
+        derived = raw
+        if self.derive is not _no_derive:
+            try:
+                derived = self.derive(raw, params)
+            except Exception as err:  # a kind's bug must not stop the ingest loop
+                detail = f"{self.name}: cannot derive readings: {err}"
+                raise DecodeError("invalid_value", detail) from err
         try:
             return self.model.model_validate(derived)
         except ValidationError as err:
