@@ -6,6 +6,7 @@ never changes (floats always carry a decimal point, integers the ``i`` suffix).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -15,12 +16,14 @@ _TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n"})
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def escape_tag(value: str) -> str:
     """Escape a tag key or value.
 
     InfluxDB cannot store a tag value ending in a backslash (it escapes the separator after
     it, and a doubled one is refused too), so trailing backslashes are dropped; the registry
-    refuses such codes and models up front.
+    refuses such codes and models up front. Cached: hierarchy codes, models and keys repeat
+    across every device's series.
     """
     return value.rstrip("\\").translate(_TAG_ESCAPES)
 
