@@ -31,6 +31,8 @@ from gateway import mqtt_wire as wire
 
 log = logging.getLogger(__name__)
 
+NO_MATCHING_SUBSCRIBERS = 0x10  # PUBACK reason: accepted, but nobody subscribes to it
+
 
 @dataclass(slots=True)
 class Batch:
@@ -161,6 +163,7 @@ class _Outgoing:
     topic: str
     packet: bytes
     future: asyncio.Future[None]
+    require_subscriber: bool
 
 
 class MqttSource:
@@ -257,12 +260,15 @@ class MqttSource:
         transport.write(wire.puback_packets(batch.mids))
 
     # -- publishing (QoS 1, PUBACK tracked) ---------------------------------------------
-    def publish(self, topic: str, payload: bytes) -> asyncio.Future[None]:
+    def publish(
+        self, topic: str, payload: bytes, require_subscriber: bool = False
+    ) -> asyncio.Future[None]:
         """Publish at QoS 1; the future completes on the broker's PUBACK.
 
         It fails with ConnectionError when not connected or when the connection is lost
         before the PUBACK (no resend: see the module docstring), with PublishRefusedError
-        when the broker refuses the message.
+        when the broker refuses the message, or (``require_subscriber``) when it answers
+        "no matching subscribers": the message went nowhere.
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         proto = self._proto
@@ -274,7 +280,7 @@ class MqttSource:
             return future
         packet_id = self._free_packet_id()
         self._outgoing[packet_id] = _Outgoing(
-            topic, wire.publish_packet(topic, payload, packet_id), future
+            topic, wire.publish_packet(topic, payload, packet_id), future, require_subscriber
         )
         if len(self._outgoing) - len(self._held) <= self._send_quota:
             proto.transport.write(self._outgoing[packet_id].packet)
@@ -297,7 +303,7 @@ class MqttSource:
             return
         self.publishes += 1
         if not item.future.done():
-            if reason >= 0x80:
+            if reason >= 0x80 or (reason == NO_MATCHING_SUBSCRIBERS and item.require_subscriber):
                 item.future.set_exception(PublishRefusedError(item.topic, reason))
             else:
                 item.future.set_result(None)
