@@ -97,6 +97,8 @@ class Settings(BaseModel):
             raise ValueError(f"worker_index {self.worker_index} must be below workers")
         if self.worker_mode and self.rule_partitions < self.workers:
             raise ValueError("rule_partitions must be at least the number of workers")
+        if self.worker_mode and self.mqtt_qos != 1:
+            raise ValueError("worker mode needs mqtt_qos 1 (flow control by Receive Maximum)")
         return self
 
     @property

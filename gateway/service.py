@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -266,7 +267,9 @@ class Gateway:
                 self._handle(batch)
                 while len(unacked) >= MAX_UNACKED_BATCHES:
                     await self._ack_ready(unacked, block=True)
-            while unacked:
+            # in worker mode forwards may never be answered (broker gone): bounded
+            deadline = time.monotonic() + (DRAIN_TIMEOUT_S if self.rule_consumer else math.inf)
+            while unacked and time.monotonic() < deadline:
                 await self._ack_ready(unacked, block=True)
         finally:
             if api is not None:

@@ -223,9 +223,16 @@ class RuleConsumer:
 
 
 def shared_source_options(settings: Settings, options: SourceOptions) -> SourceOptions:
-    """The device subscription of a worker: shared, with a session of its own."""
+    """The device subscription of a worker: shared, with a session of its own.
+
+    The connection is never paused: it also carries the PUBACKs of our forwards, which the
+    batches waiting to be acknowledged depend on (pausing it would deadlock). Memory stays
+    bounded all the same: at QoS 1 the broker keeps at most our Receive Maximum messages
+    unacknowledged, and every queued batch holds at least one of them.
+    """
     return replace(
         options,
+        max_queued_batches=options.connect.receive_maximum + 1,
         topic_filters=tuple(f"$share/{settings.share_group}/{f}" for f in options.topic_filters),
         connect=replace(options.connect, client_id=f"{settings.client_id}-{settings.worker_index}"),
     )

@@ -76,12 +76,13 @@ def worker(
     tag: str,
     index: int,
     workers: int,
+    **more: Any,
 ) -> Gateway:
     settings = Settings(
         name=f"w{tag}", state_dir=tmp_path, mqtt_port=mosquitto.port,
         influx_url=influxdb.url, influx_database=db, stats_interval_s=3600, linger_ms=5,
         rules_dir=tmp_path / "rules", workers=workers, worker_index=index,
-        partitioned=True, share_group=f"g{tag}", rule_partitions=8,
+        partitioned=True, share_group=f"g{tag}", rule_partitions=8, **more,
     )  # fmt: skip
     return Gateway(settings)
 
@@ -255,3 +256,32 @@ def test_publish_fails_when_the_connection_is_lost(mosquitto: ManagedProcess) ->
     before, pending = asyncio.run(scenario())
     assert isinstance(before, ConnectionError)
     assert isinstance(pending, ConnectionError)
+
+
+def test_a_backlog_of_small_batches_does_not_stall_the_forwards(
+    tmp_path: Path, mosquitto: ManagedProcess, influxdb: ManagedProcess, influx_db: str, tag: str
+) -> None:
+    # Many more batches than the source queues before it would pause reading: the PUBACKs
+    # of the forwards arrive on that same connection, so it must keep reading.
+    devices = cameras(tag)
+    prepare(tmp_path, devices)
+    gateway = worker(
+        tmp_path, mosquitto, influxdb, influx_db, tag, 0, 1, batch_max=5, device_rate_per_s=0
+    )
+    t0 = int(time.time() * 1000) - 600_000
+    sent = [
+        (
+            f"scc/v1/{devices[n % CAMERAS]}/event",
+            json.dumps({"event": "heartbeat", "ts": t0 + n, "seq": n}).encode(),
+        )
+        for n in range(3000)
+    ]
+    with running(gateway):
+        publish_all(mosquitto.port, sent)
+        wait_for(
+            lambda: gateway.rule_consumer is not None and gateway.rule_consumer.readings >= 3000,
+            60,
+            "every reading through the rule partitions",
+        )
+        wait_for(gateway.drainer.drained, 20, "spool drained")
+    assert sum(stored(influxdb, influx_db).values()) == 3000

@@ -41,6 +41,7 @@ def test_worker_mode_has_a_spool_per_process(fields: dict[str, object], spool: s
         ({"workers": 4, "rule_partitions": 3}, "rule_partitions"),
         ({"share_group": "a/b"}, "share_group"),
         ({"workers": 0}, "workers"),
+        ({"partitioned": True, "mqtt_qos": 0}, "mqtt_qos"),
     ],
 )
 def test_impossible_worker_settings_are_refused(fields: dict[str, object], message: str) -> None:
