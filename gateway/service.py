@@ -49,6 +49,7 @@ from gateway.spool import Spool, SpoolFullError
 from gateway.sse import EventHub
 from gateway.workers import (
     DRAIN_TIMEOUT_S,
+    WORKER_MAX_UNACKED_BATCHES,
     PartitionedRuleStage,
     RuleConsumer,
     all_of,
@@ -246,6 +247,8 @@ class Gateway:
         await self.source.start()
         unacked: deque[tuple[asyncio.Future[None], Batch | None]] = deque()
         self._unacked = unacked
+        # a forward's PUBACK adds a broker round trip to each batch: keep more in flight
+        max_unacked = WORKER_MAX_UNACKED_BATCHES if self.rule_consumer else MAX_UNACKED_BATCHES
         tasks = [
             asyncio.create_task(self._stats_loop()),
             asyncio.create_task(self._every(self.settings.rules_tick_s, self._tick)),
@@ -265,7 +268,7 @@ class Gateway:
                 if batch is None:
                     continue
                 self._handle(batch)
-                while len(unacked) >= MAX_UNACKED_BATCHES:
+                while len(unacked) >= max_unacked:
                     await self._ack_ready(unacked, block=True)
             # in worker mode forwards may never be answered (broker gone): bounded
             deadline = time.monotonic() + (DRAIN_TIMEOUT_S if self.rule_consumer else math.inf)
