@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
 from gateway.__main__ import _settings, build_parser
+from gateway.clock import ManualClock
 from gateway.config import Settings
-from gateway.workers import all_of
+from gateway.db import make_engine
+from gateway.partition import Forwarded, owned_partitions, partition_of
+from gateway.registry import DeviceInfo
+from gateway.workers import PartitionedRuleStage, all_of
 
 
 def test_single_process_is_the_default() -> None:
@@ -86,3 +91,65 @@ def test_all_of_waits_for_every_future_and_reports_the_first_failure() -> None:
     assert isinstance(error, ConnectionError)
     assert empty_done is True
     assert result is None
+
+
+OFFLINE_FAST = """rules:
+  - id: smoke.offline
+    title: 设备离线 / Offline
+    device_type: smoke
+    severity: warning
+    absent: 2s
+"""
+
+
+def test_a_worker_registers_restores_and_ticks_only_its_own_devices(tmp_path: Path) -> None:
+    db = make_engine(f"sqlite:///{tmp_path / 'gateway.db'}")
+    rules_dir = tmp_path / "rules"
+    rules_dir.mkdir()
+    (rules_dir / "offline.yaml").write_text(OFFLINE_FAST)
+    devices = {f"smoke-{n}": DeviceInfo(f"smoke-{n}", "smoke", "M", "json", {}) for n in range(40)}
+    stages = [
+        PartitionedRuleStage(
+            db, ManualClock(), rules_dir, devices, lambda e: None, partitions=8, owned=owned
+        )
+        for owned in (owned_partitions(8, 2, 0), owned_partitions(8, 2, 1))
+    ]
+    later = time.time_ns() + 10 * 1_000_000_000
+    outcomes = [stage.tick(later) for stage in stages]
+    offline = [{t.device_id for t in outcome.transitions} for outcome in outcomes]
+    mine = [{d for d in devices if stage.owns(d)} for stage in stages]
+    assert offline == mine
+    assert mine[0] and mine[1] and not mine[0] & mine[1]
+    assert mine[0] | mine[1] == set(devices)
+    # Saved state comes back to its owner only (one table shared by every worker).
+    for stage, outcome in zip(stages, outcomes, strict=True):
+        stage.persist(outcome)
+    restored = PartitionedRuleStage(
+        db, ManualClock(), rules_dir, {}, lambda e: None, partitions=8, owned=(1, 3, 5, 7)
+    )
+    states = restored._saved_states()
+    assert states and {key for _, key, _ in states} <= mine[1]
+
+
+def test_forwarded_readings_drive_the_rules_like_local_ones(tmp_path: Path) -> None:
+    db = make_engine(f"sqlite:///{tmp_path / 'gateway.db'}")
+    info = DeviceInfo("smoke-0", "smoke", "M", "json", {}, (("street", "ST1"),))
+    owner = partition_of("smoke-0", 4)
+    stage = PartitionedRuleStage(
+        db, ManualClock(), None, {"smoke-0": info}, lambda e: None, partitions=4, owned=[owner]
+    )
+    now = time.time_ns()
+    alarm = Forwarded("smoke-0", "telemetry", now, None, {"state": "alarm", "smoke": 0.5})
+    outcome = stage.observe_forwarded([(info, alarm)], now)
+    assert ("smoke.fire_alarm", "smoke-0", "firing") in {
+        (t.rule_id, t.device_id, t.state) for t in outcome.transitions
+    }
+    again = stage.observe_forwarded([(info, alarm)], now)  # redelivered: no second edge
+    assert not [t for t in again.transitions if not t.repeat]
+    status = Forwarded("smoke-0", "status", now + 1, "online", None)
+    assert not stage.observe_forwarded([(info, status)], now + 1).transitions
+    stranger = DeviceInfo("smoke-x", "smoke", "M", "json", {})
+    assert not stage.owns("smoke-x")  # partition 0 (pinned by crc32)
+    stage.device_changed("smoke-x", stranger)  # another worker's device: ignored
+    offline = {t.device_id for t in stage.tick(now + 10**15).transitions}  # ~12 days on
+    assert offline == {"smoke-0"}
