@@ -50,7 +50,9 @@ class ScaleResult:
     messages: int
     stored: int
     seconds: float
-    cpu_s: float
+    cpu_s: float  # the gateway process(es)
+    broker_cpu_s: float
+    influx_cpu_s: float
 
     @property
     def rate(self) -> float:
@@ -106,6 +108,8 @@ def measure(
     procs = start_workers(system, workdir, mqtt, influx, db)
     watched = [psutil.Process(proc.pid) for proc in procs]
     cpu0 = sum(sum(p.cpu_times()[:2]) for p in watched)
+    servers = [psutil.Process(server.pid or 0) for server in (mqtt, influx)]
+    server0 = [sum(p.cpu_times()[:2]) for p in servers]
     started = time.perf_counter()
     publisher = threading.Thread(
         target=lambda: asyncio.run(publish(mqtt.port, packets, 1, "bench-scale-pub")),
@@ -125,6 +129,9 @@ def measure(
         stored = stored_count(influx, db)
     seconds = time.perf_counter() - started
     cpu = sum(sum(p.cpu_times()[:2]) for p in watched) - cpu0
+    broker_cpu, influx_cpu = (
+        sum(p.cpu_times()[:2]) - before for p, before in zip(servers, server0, strict=True)
+    )
     publisher.join(120)
     for proc in procs:
         stop_consumer(proc)
@@ -134,7 +141,7 @@ def measure(
         sessions += [f"{client}-{index}", f"{client}-rules-{index}"]
     for session in sessions:
         asyncio.run(drop_session(mqtt.port, session))
-    return ScaleResult(system, total, stored, seconds, cpu)
+    return ScaleResult(system, total, stored, seconds, cpu, broker_cpu, influx_cpu)
 
 
 def run(total: int, devices_count: int, repeats: int) -> list[ScaleResult]:
@@ -155,7 +162,8 @@ def run(total: int, devices_count: int, repeats: int) -> list[ScaleResult]:
                         f"  run {repeat + 1}/{repeats} {system:13} "
                         f"{result.stored:>7}/{result.messages} stored "
                         f"in {result.seconds:6.2f} s = {result.rate:8.0f} msg/s, "
-                        f"cpu {result.cpu_s:5.1f} s",
+                        f"cpu s: gateway {result.cpu_s:4.1f}, mosquitto "
+                        f"{result.broker_cpu_s:4.1f}, influxd {result.influx_cpu_s:4.1f}",
                         flush=True,
                     )
                     results.append(result)
@@ -167,7 +175,10 @@ def run(total: int, devices_count: int, repeats: int) -> list[ScaleResult]:
 
 def report(results: list[ScaleResult]) -> str:
     """Medians per set-up and the scaling factors."""
-    lines = [f"{'set-up':14} {'median msg/s':>13} {'runs (msg/s)':32} {'lost':>6} {'cpu s':>6}"]
+    lines = [
+        f"{'set-up':14} {'median msg/s':>13} {'runs (msg/s)':32} {'lost':>6} "
+        "cpu s: gateway mosquitto influxd (medians)"
+    ]
     medians = {}
     for system in SYSTEMS:
         runs = [r for r in results if r.system == system]
@@ -176,8 +187,14 @@ def report(results: list[ScaleResult]) -> str:
         medians[system] = statistics.median(r.rate for r in runs)
         each = ", ".join(f"{r.rate:.0f}" for r in runs)
         lost = sum(r.messages - r.stored for r in runs)
-        cpu = statistics.median(r.cpu_s for r in runs)
-        lines.append(f"{system:14} {medians[system]:13.0f} {each:32} {lost:6d} {cpu:6.1f}")
+        cpu = [
+            statistics.median(getattr(r, name) for r in runs)
+            for name in ("cpu_s", "broker_cpu_s", "influx_cpu_s")
+        ]
+        lines.append(
+            f"{system:14} {medians[system]:13.0f} {each:32} {lost:6d} "
+            f"{cpu[0]:14.1f} {cpu[1]:9.1f} {cpu[2]:8.1f}"
+        )
     if medians.get("single") and "workers-2" in medians:
         lines.append(
             f"scaling 2 processes / 1 process: {medians['workers-2'] / medians['single']:.2f}x"
