@@ -33,6 +33,11 @@ def _settings(args: argparse.Namespace) -> Settings:
         "name": getattr(args, "name", None),
         "api_port": getattr(args, "api_port", None),
         "rules_dir": getattr(args, "rules_dir", None),
+        "workers": getattr(args, "workers", None),
+        "worker_index": getattr(args, "worker_index", None),
+        "partitioned": getattr(args, "partitioned", None),
+        "rule_partitions": getattr(args, "rule_partitions", None),
+        "share_group": getattr(args, "share_group", None),
     }
     return load_settings(getattr(args, "config", None), overrides)
 
@@ -55,6 +60,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, gateway.stop)
+        if settings.worker_mode:
+            log.info(
+                "worker %d of %d, %d rule partitions, shared group %s",
+                settings.worker_index,
+                settings.workers,
+                settings.rule_partitions,
+                settings.share_group,
+            )
         log.info(
             "gateway %s: mqtt %s:%s → influx %s (spool %s)",
             settings.name,
@@ -202,6 +215,20 @@ def _add_token_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     token.set_defaults(func=cmd_token)
 
 
+def _add_scale_options(run: argparse.ArgumentParser) -> None:
+    scale = run.add_argument_group("several processes on one shared subscription")
+    scale.add_argument("--workers", type=int, help="gateway processes sharing the subscription")
+    scale.add_argument("--worker-index", type=int, help="this process: 0 .. workers-1")
+    scale.add_argument(
+        "--partitioned",
+        action="store_true",
+        default=None,
+        help="worker mode even with one worker (rules through partition topics)",
+    )
+    scale.add_argument("--rule-partitions", type=int, help="rule partitions (same on all)")
+    scale.add_argument("--share-group", help="shared subscription group name")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
@@ -218,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--influx-database")
     run.add_argument("--api-port", type=int, default=8080, help="REST API port (0: none)")
     run.add_argument("--rules-dir", type=Path, help="site rules overriding the defaults")
+    _add_scale_options(run)
     run.set_defaults(func=cmd_run)
 
     reg = sub.add_parser("registry", help="device registry")

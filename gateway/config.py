@@ -68,6 +68,15 @@ class Settings(BaseModel):
     smtp_starttls: bool = False
     email_min_severity: Literal["info", "warning", "major", "critical"] = "major"
 
+    # Several processes on one shared subscription (see gateway.workers). workers == 1 and
+    # partitioned false is the plain single-process gateway; partitioned with one worker
+    # runs the worker code paths alone (to measure what forwarding costs).
+    workers: int = Field(1, ge=1, le=64)
+    worker_index: int = Field(0, ge=0)
+    partitioned: bool = False
+    share_group: str = Field("scc-gw", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    rule_partitions: int = Field(16, ge=1, le=4096)  # the same on every worker
+
     spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
     spool_fsync: bool = True
     stats_interval_s: float = Field(5.0, gt=0)
@@ -82,6 +91,21 @@ class Settings(BaseModel):
             raise ValueError("influx_version 2 needs influx_org, influx_bucket and influx_token")
         return self
 
+    @model_validator(mode="after")
+    def _check_workers(self) -> Settings:
+        if self.worker_index >= self.workers:
+            raise ValueError(f"worker_index {self.worker_index} must be below workers")
+        if self.worker_mode and self.rule_partitions < self.workers:
+            raise ValueError("rule_partitions must be at least the number of workers")
+        if self.worker_mode and self.mqtt_qos != 1:
+            raise ValueError("worker mode needs mqtt_qos 1 (flow control by Receive Maximum)")
+        return self
+
+    @property
+    def worker_mode(self) -> bool:
+        """Whether this process is one worker of a shared subscription (rules partitioned)."""
+        return self.workers > 1 or self.partitioned
+
     @property
     def database_url(self) -> str:
         """The registry database URL (SQLite file under the state directory by default)."""
@@ -94,7 +118,9 @@ class Settings(BaseModel):
 
     @property
     def spool_dir(self) -> Path:
-        """Where the durable spool lives."""
+        """Where the durable spool lives (one per worker process)."""
+        if self.worker_mode:
+            return self.state_dir / "spool" / f"{self.name}-{self.worker_index}"
         return self.state_dir / "spool" / self.name
 
 

@@ -93,12 +93,16 @@ def device_acls(device_id: str) -> list[Acl]:
 
 def gateway_acls() -> list[Acl]:
     """ACLs of the gateway: subscribe to and receive every device topic, publish commands
-    and dead-letter replays."""
+    and dead-letter replays; in worker mode, forward readings to the rule partitions."""
     return [
-        _acl("subscribePattern", "scc/v1/#"),
-        _acl("publishClientReceive", "scc/v1/#"),
-        _acl("publishClientSend", "scc/v1/#"),
-        _acl("unsubscribePattern", "scc/v1/#"),
+        _acl(acltype, topic)
+        for topic in ("scc/v1/#", "scc/internal/#")
+        for acltype in (
+            "subscribePattern",
+            "publishClientReceive",
+            "publishClientSend",
+            "unsubscribePattern",
+        )
     ]
 
 

@@ -6,6 +6,14 @@ message only after it has been spooled (at-least-once end to end). paho-mqtt top
 coroutine per message. A receive-only MQTT 5 client is small: it parses PUBLISH packets
 straight into batches, and acknowledges a whole batch with one socket write. The broker's
 in-flight window is our MQTT 5 Receive Maximum, which bounds memory under any burst.
+
+Workers that forward readings to rule partitions also publish, at QoS 1, on the same
+connection: ``publish`` returns a future completed by the broker's PUBACK. Outstanding
+publishes are not resent after a reconnect: they fail with ``ConnectionError`` when the
+connection is lost. The batch that caused them is then never acknowledged, and because the
+connection is gone the broker redelivers its messages, which forwards them again. So a
+forward is never lost, and a duplicate is harmless (the rules engine ignores readings not
+newer than the last one it applied for a device).
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ from dataclasses import dataclass, field
 from gateway import mqtt_wire as wire
 
 log = logging.getLogger(__name__)
+
+NO_MATCHING_SUBSCRIBERS = 0x10  # PUBACK reason: accepted, but nobody subscribes to it
 
 
 @dataclass(slots=True)
@@ -140,6 +150,8 @@ class _Protocol(asyncio.Protocol):
         ptype = first & 0xF0
         if ptype == wire.CONNACK and not self.connack.done():
             self.connack.set_result(wire.parse_connack(body))
+        elif ptype == wire.PUBACK:
+            self.source._on_puback(body)
         elif ptype == wire.SUBACK and not self.suback.done():
             self.suback.set_result(wire.parse_suback(body))
         elif ptype == wire.DISCONNECT:
@@ -147,6 +159,23 @@ class _Protocol(asyncio.Protocol):
             log.warning("broker sent DISCONNECT (reason 0x%02x)", reason)
         elif ptype != wire.PINGRESP:
             log.debug("ignoring MQTT packet type 0x%02x", ptype)
+
+
+class PublishRefusedError(Exception):
+    """The broker answered a publish of ours with a failure reason code."""
+
+    def __init__(self, topic: str, reason_code: int) -> None:
+        super().__init__(f"broker refused publish on {topic!r} (reason 0x{reason_code:02x})")
+        self.topic = topic
+        self.reason_code = reason_code
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    topic: str
+    packet: bytes
+    future: asyncio.Future[None]
+    require_subscriber: bool
 
 
 class MqttSource:
@@ -172,6 +201,13 @@ class MqttSource:
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
+        # QoS 1 publishes of ours: sent and awaiting PUBACK, and queued beyond the broker's
+        # Receive Maximum. Packet ids are ours alone (the broker numbers its own publishes).
+        self._outgoing: dict[int, _Outgoing] = {}
+        self._held: deque[int] = deque()
+        self._send_quota = 65535
+        self._next_packet_id = 0
+        self.publishes = 0
 
     # -- receiving ---------------------------------------------------------------------
     def _on_publish(self, topic: bytes, payload: bytes, mid: int) -> None:
@@ -235,6 +271,78 @@ class MqttSource:
             return
         transport.write(wire.puback_packets(batch.mids))
 
+    # -- publishing (QoS 1, PUBACK tracked) ---------------------------------------------
+    def publish(
+        self, topic: str, payload: bytes, require_subscriber: bool = False
+    ) -> asyncio.Future[None]:
+        """Publish at QoS 1; the future completes on the broker's PUBACK.
+
+        It fails with ConnectionError when not connected or when the connection is lost
+        before the PUBACK (no resend: see the module docstring), with PublishRefusedError
+        when the broker refuses the message, or (``require_subscriber``) when it answers
+        "no matching subscribers": the message went nowhere.
+        """
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        proto = self._proto
+        if proto is None or proto.transport is None or proto.transport.is_closing():
+            future.set_exception(ConnectionError("not connected to the broker"))
+            return future
+        if len(self._outgoing) >= 0xFFFF:
+            future.set_exception(ConnectionError("no free packet id (65535 publishes pending)"))
+            return future
+        packet_id = self._free_packet_id()
+        self._outgoing[packet_id] = _Outgoing(
+            topic, wire.publish_packet(topic, payload, packet_id), future, require_subscriber
+        )
+        if len(self._outgoing) - len(self._held) <= self._send_quota:
+            proto.transport.write(self._outgoing[packet_id].packet)
+        else:
+            self._held.append(packet_id)
+        return future
+
+    def _free_packet_id(self) -> int:
+        for _ in range(0x10000):  # bounded: fewer than 65535 are in use (checked by caller)
+            self._next_packet_id = self._next_packet_id % 0xFFFF + 1
+            if self._next_packet_id not in self._outgoing:
+                break
+        return self._next_packet_id
+
+    def _on_puback(self, body: bytes) -> None:
+        packet_id, reason = wire.parse_puback(body)
+        item = self._outgoing.pop(packet_id, None)
+        if item is None:
+            log.debug("PUBACK for unknown packet id %d", packet_id)
+            return
+        self.publishes += 1
+        if not item.future.done():
+            if reason >= 0x80 or (reason == NO_MATCHING_SUBSCRIBERS and item.require_subscriber):
+                item.future.set_exception(PublishRefusedError(item.topic, reason))
+            else:
+                item.future.set_result(None)
+        proto = self._proto
+        if self._held and proto is not None and proto.transport is not None:
+            held = self._outgoing.get(self._held.popleft())
+            if held is not None:
+                proto.transport.write(held.packet)
+
+    def _fail_publishes(self, why: str) -> None:
+        outgoing, self._outgoing = self._outgoing, {}
+        self._held.clear()
+        for item in outgoing.values():
+            if not item.future.done():
+                item.future.set_exception(ConnectionError(why))
+
+    @property
+    def generation(self) -> int:
+        """Number of the current connection (a batch of an older one cannot be acked)."""
+        return self._generation
+
+    def drop_connection(self) -> None:
+        """Close the connection (it is re-established): unacknowledged messages come again."""
+        proto = self._proto
+        if proto is not None and proto.transport is not None:
+            proto.transport.close()
+
     # -- connection lifecycle ----------------------------------------------------------
     async def start(self) -> None:
         """Start connecting in the background; returns at once."""
@@ -256,6 +364,7 @@ class MqttSource:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        self._fail_publishes("source stopped")
 
     async def _run(self) -> None:
         delay = self.options.reconnect_min_s
@@ -306,11 +415,13 @@ class MqttSource:
             )
             if self._paused:
                 transport.pause_reading()
+            self._send_quota = connack.receive_maximum
             self.connected.set()
             await self._keepalive(proto)
         finally:
             transport.close()
             self._proto = None
+            self._fail_publishes("connection to the broker lost before PUBACK")
 
     async def _keepalive(self, proto: _Protocol) -> None:
         keepalive = self.options.connect.keepalive_s or 60

@@ -1,8 +1,9 @@
 """MQTT 5 wire format: the few packets a subscribing gateway sends and receives.
 
 Kept apart from the connection logic so it can be tested byte for byte and fuzzed. Only the
-parts a receive-only client needs are here: CONNECT, SUBSCRIBE, PUBACK (batched), PINGREQ,
-DISCONNECT out; CONNACK, SUBACK, PUBLISH, PINGRESP, DISCONNECT in.
+parts the gateway needs are here: CONNECT, SUBSCRIBE, PUBACK (batched), PINGREQ, DISCONNECT
+out; CONNACK, SUBACK, PUBLISH, PINGRESP, DISCONNECT in; and, for the workers that forward
+readings to rule partitions, QoS 1 PUBLISH out and PUBACK in.
 """
 
 from __future__ import annotations
@@ -135,19 +136,72 @@ def puback_packets(mids: list[int]) -> bytes:
     return struct.pack(f"!{len(mids)}I", *[0x40020000 | mid for mid in mids])
 
 
+def publish_packet(topic: str, payload: bytes, packet_id: int, dup: bool = False) -> bytes:
+    """A QoS 1 PUBLISH without properties (``dup`` marks a resend)."""
+    if not 1 <= packet_id <= 0xFFFF:
+        raise ValueError(f"packet id out of range: {packet_id}")
+    first = PUBLISH | 0x02 | (0x08 if dup else 0)
+    return _packet(first, _utf8(topic) + struct.pack("!H", packet_id) + b"\x00" + payload)
+
+
+def parse_puback(body: bytes) -> tuple[int, int]:
+    """Packet id and reason code of a PUBACK (reason 0 when omitted; >= 0x80 is a refusal)."""
+    if len(body) < 2:
+        raise ProtocolError("PUBACK shorter than 2 bytes")
+    return (body[0] << 8) | body[1], body[2] if len(body) > 2 else 0
+
+
 @dataclass(frozen=True, slots=True)
 class Connack:
     """The broker's answer to CONNECT."""
 
     session_present: bool
     reason_code: int
+    receive_maximum: int = 65535  # how many QoS 1 publishes of ours the broker takes at once
 
 
 def parse_connack(body: bytes) -> Connack:
-    """Parse the CONNACK body (flags, reason code; properties ignored)."""
+    """Parse the CONNACK body: flags, reason code and the broker's Receive Maximum."""
     if len(body) < 2:
         raise ProtocolError("CONNACK shorter than 2 bytes")
-    return Connack(bool(body[0] & 0x01), body[1])
+    return Connack(bool(body[0] & 0x01), body[1], _receive_maximum(body))
+
+
+# Sizes of the CONNACK properties we skip over: fixed-size ones by identifier; the rest are
+# UTF-8 strings or binary data (2-byte length), user properties being a pair of strings.
+_FIXED_PROPERTY_SIZES = {
+    0x11: 4, 0x27: 4, 0x13: 2, 0x22: 2, 0x21: 2,
+    0x24: 1, 0x25: 1, 0x28: 1, 0x29: 1, 0x2A: 1,
+}  # fmt: skip
+
+
+def _receive_maximum(body: bytes) -> int:
+    """The Receive Maximum property of a CONNACK body (65535 when absent or unreadable)."""
+    try:
+        decoded = decode_varint(body, 2) if len(body) > 2 else None
+    except ProtocolError:
+        decoded = None
+    if decoded is None:
+        return 65535
+    length, pos = decoded
+    end = min(pos + length, len(body))
+    while pos < end:
+        ident = body[pos]
+        pos += 1
+        if ident == PROP_RECEIVE_MAXIMUM:
+            if pos + 2 > end:
+                break
+            return int(struct.unpack_from("!H", body, pos)[0]) or 65535
+        size = _FIXED_PROPERTY_SIZES.get(ident)
+        if size is None:
+            strings = 2 if ident == 0x26 else 1
+            for _ in range(strings):
+                if pos + 2 > end:
+                    return 65535  # malformed properties: not ours to police here
+                pos += 2 + struct.unpack_from("!H", body, pos)[0]
+        else:
+            pos += size
+    return 65535
 
 
 def parse_suback(body: bytes) -> list[int]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -39,12 +40,23 @@ from gateway.influx import (
 from gateway.metrics import Sample, influx_lines
 from gateway.mqtt_source import Batch, MqttSource, SourceOptions
 from gateway.notify import Channel, ChannelFilter, Dispatcher, EmailNotifier, WebhookNotifier
+from gateway.partition import owned_partitions
 from gateway.persist import Persister, PersistJob
 from gateway.pipeline import BatchResult, Pipeline, Rejected, registry_lookup
 from gateway.registry import DeviceInfo, Registry
 from gateway.rulestage import RuleStage
 from gateway.spool import Spool, SpoolFullError
 from gateway.sse import EventHub
+from gateway.workers import (
+    DRAIN_TIMEOUT_S,
+    WORKER_MAX_UNACKED_BATCHES,
+    PartitionedRuleStage,
+    RuleConsumer,
+    all_of,
+    forward,
+    rule_consumer_options,
+    shared_source_options,
+)
 
 log = logging.getLogger(__name__)
 
@@ -163,28 +175,49 @@ class Gateway:
             device_rate_per_s=settings.device_rate_per_s,
             device_burst=settings.device_burst,
         )
-        self.source = MqttSource(
-            SourceOptions(
-                host=settings.mqtt_host,
-                port=settings.mqtt_port,
-                topic_filters=(settings.mqtt_topic_filter,),
-                qos=settings.mqtt_qos,
-                connect=mqtt_wire.ConnectOptions(
-                    client_id=settings.client_id,
-                    receive_maximum=settings.receive_maximum,
-                    username=settings.mqtt_username,
-                    password=settings.mqtt_password,
-                ),
-                batch_max=settings.batch_max,
-                linger_s=settings.linger_ms / 1000,
-            )
+        options = SourceOptions(
+            host=settings.mqtt_host,
+            port=settings.mqtt_port,
+            topic_filters=(settings.mqtt_topic_filter,),
+            qos=settings.mqtt_qos,
+            connect=mqtt_wire.ConnectOptions(
+                client_id=settings.client_id,
+                receive_maximum=settings.receive_maximum,
+                username=settings.mqtt_username,
+                password=settings.mqtt_password,
+            ),
+            batch_max=settings.batch_max,
+            linger_s=settings.linger_ms / 1000,
         )
+        if settings.worker_mode:
+            options = shared_source_options(settings, options)
+        self.source = MqttSource(options)
         self._stopping = asyncio.Event()
         self.clock: Clock = clock or SystemClock()
         self.hub = EventHub()
         self.dispatcher = Dispatcher(notification_channels(settings))
-        self.rules = RuleStage(self.engine, self.clock, settings.rules_dir, snapshot, self._publish)
+        self.rule_consumer: RuleConsumer | None = None
+        if settings.worker_mode:
+            # Rules run where affinity holds: on the partitions this worker owns.
+            owned = owned_partitions(
+                settings.rule_partitions, settings.workers, settings.worker_index
+            )
+            self.rules: RuleStage = PartitionedRuleStage(
+                self.engine, self.clock, settings.rules_dir, snapshot, self._publish,
+                partitions=settings.rule_partitions, owned=owned,
+            )  # fmt: skip
+        else:
+            self.rules = RuleStage(
+                self.engine, self.clock, settings.rules_dir, snapshot, self._publish
+            )
         self.persister = Persister(self.spool, self.dead_letters, self.rules)
+        if isinstance(self.rules, PartitionedRuleStage):
+            self.rule_consumer = RuleConsumer(
+                rule_consumer_options(settings, self.rules.owned),
+                self.rules,
+                self.persister,
+                registry_lookup(snapshot, self._lookup_one),
+            )
 
     def _publish(self, event: dict[str, Any]) -> None:
         self.hub.publish(event)
@@ -208,9 +241,14 @@ class Gateway:
         self.dispatcher.start()
         self.persister.start()
         self.drainer.start()
+        rules_task = None
+        if self.rule_consumer is not None:  # subscribed first: forwards need a subscriber
+            rules_task = asyncio.create_task(self.rule_consumer.run(self._stopping))
         await self.source.start()
         unacked: deque[tuple[asyncio.Future[None], Batch | None]] = deque()
         self._unacked = unacked
+        # a forward's PUBACK adds a broker round trip to each batch: keep more in flight
+        max_unacked = WORKER_MAX_UNACKED_BATCHES if self.rule_consumer else MAX_UNACKED_BATCHES
         tasks = [
             asyncio.create_task(self._stats_loop()),
             asyncio.create_task(self._every(self.settings.rules_tick_s, self._tick)),
@@ -229,17 +267,19 @@ class Gateway:
                 await self._ack_ready(unacked, block=batch is None and bool(unacked))
                 if batch is None:
                     continue
-                result = self._process(batch)
-                outcome = self.rules.observe(result.accepted, batch.received_ns)
-                self._submit(PersistJob(result.line_bytes(), result.rejected, outcome), batch)
-                while len(unacked) >= MAX_UNACKED_BATCHES:
+                self._handle(batch)
+                while len(unacked) >= max_unacked:
                     await self._ack_ready(unacked, block=True)
-            while unacked:
+            # in worker mode forwards may never be answered (broker gone): bounded
+            deadline = time.monotonic() + (DRAIN_TIMEOUT_S if self.rule_consumer else math.inf)
+            while unacked and time.monotonic() < deadline:
                 await self._ack_ready(unacked, block=True)
         finally:
             if api is not None:
                 api.should_exit = True
                 await asyncio.wait([tasks.pop()], timeout=10)
+            if rules_task is not None:  # it acknowledges what the persister committed
+                tasks.append(await self._rules_drained(rules_task))
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -250,9 +290,33 @@ class Gateway:
             self.hub.close()
             await asyncio.to_thread(self.dispatcher.close, 5.0)
 
+    def _handle(self, batch: Batch) -> None:
+        result = self._process(batch)
+        if self.rule_consumer is not None:
+            self._forward(result, batch)
+            return
+        outcome = self.rules.observe(result.accepted, batch.received_ns)
+        self._submit(PersistJob(result.line_bytes(), result.rejected, outcome), batch)
+
+    async def _rules_drained(self, rules_task: asyncio.Task[None]) -> asyncio.Task[None]:
+        self._stopping.set()
+        await asyncio.wait([rules_task], timeout=DRAIN_TIMEOUT_S + 5)
+        return rules_task
+
     def _submit(self, job: PersistJob, batch: Batch | None = None) -> None:
         """Queue a job on the persist thread; a batch is acknowledged once its job is done."""
         self._unacked.append((asyncio.wrap_future(self.persister.submit(job)), batch))
+
+    def _forward(self, result: BatchResult, batch: Batch) -> None:
+        """Worker mode: persist points and dead letters, forward readings to their rule
+        partitions; the batch is acknowledged once both are done."""
+        persisted = asyncio.wrap_future(
+            self.persister.submit(PersistJob(result.line_bytes(), result.rejected, None))
+        )
+        forwards = forward(
+            self.source, result.accepted, self.settings.share_group, self.settings.rule_partitions
+        )
+        self._unacked.append((all_of([persisted, *forwards]), batch))
 
     async def _every(self, interval_s: float, action: Callable[[], None]) -> None:
         while True:
@@ -301,6 +365,8 @@ class Gateway:
             self._submit(PersistJob(b"", [], outcome))
 
     def _check_sla(self) -> None:
+        if self.settings.worker_index:
+            return  # one worker escalates for all (they share the database)
         self._submit(PersistJob(b"", [], None, check_sla=True))
 
     def stop(self) -> None:
@@ -331,6 +397,15 @@ class Gateway:
             if fut.exception() is None and batch is not None:
                 self.source.ack(batch)
                 self.counters.acked_batches += 1
+            elif (
+                self.rule_consumer is not None
+                and batch is not None
+                and batch.generation == self.source.generation
+            ):
+                # A forward the broker refused on a live connection: reconnect, so that
+                # the batch comes again rather than staying unacknowledged for good.
+                log.warning("batch not acknowledged (%s); reconnecting", fut.exception())
+                self.source.drop_connection()
 
     # -- statistics ----------------------------------------------------------------------
     async def _stats_loop(self) -> None:
@@ -339,8 +414,10 @@ class Gateway:
             now = time.time_ns()
             lines = self.stats_lines(now)
             try:
-                # fleet, alert and work-order snapshots for the dashboards (SQL: off the loop)
-                lines += await asyncio.to_thread(fleet_lines, self.engine, now)
+                # fleet, alert and work-order snapshots for the dashboards (SQL: off the loop;
+                # with several workers sharing the database, worker 0 writes them)
+                if not self.settings.worker_index:
+                    lines += await asyncio.to_thread(fleet_lines, self.engine, now)
                 await asyncio.to_thread(self.spool.append, "\n".join(lines).encode(), 1.0)
             except (SpoolFullError, OSError, SQLAlchemyError) as err:
                 log.warning("gateway_stats not spooled: %s", err)
@@ -386,8 +463,19 @@ class Gateway:
             Sample("scc_influx_write_batch_seconds", d.last_batch_seconds, kind="gauge"),
             Sample("scc_mqtt_reconnects_total", self.source.reconnects),
         ]
+        if self.rule_consumer is not None:
+            rc = self.rule_consumer
+            out += [
+                Sample("scc_forwards_acked_total", self.source.publishes, help="rule forwards"),
+                Sample("scc_forwarded_readings_total", rc.readings, help="readings evaluated"),
+                Sample("scc_forwards_rejected_total", rc.rejected),
+                Sample("scc_rule_batches_acked_total", rc.acked_batches),
+            ]
         return out
 
     def stats_lines(self, ts: int) -> list[str]:
         """``gateway_stats`` points for InfluxDB."""
-        return influx_lines(self.samples(), self.settings.name, ts)
+        name = self.settings.name
+        if self.settings.worker_mode:
+            name = f"{name}-{self.settings.worker_index}"
+        return influx_lines(self.samples(), name, ts)

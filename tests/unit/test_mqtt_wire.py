@@ -79,3 +79,42 @@ def test_options_are_checked() -> None:
 def test_varint_decoder_never_crashes(data: bytes) -> None:
     with contextlib.suppress(wire.ProtocolError):
         wire.decode_varint(data, 0)
+
+
+def test_publish_packet_layout() -> None:
+    packet = wire.publish_packet("a/b", b"xy", 258)
+    assert packet == b"\x32\x0a\x00\x03a/b\x01\x02\x00xy"
+    assert wire.publish_packet("a/b", b"xy", 1, dup=True)[0] == 0x3A
+    for bad in (0, 0x10000):
+        with pytest.raises(ValueError, match="packet id"):
+            wire.publish_packet("a", b"", bad)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [(b"\x01\x02", (258, 0)), (b"\x00\x07\x10", (7, 0x10)), (b"\x00\x07\x87\x00", (7, 0x87))],
+)
+def test_parse_puback(body: bytes, expected: tuple[int, int]) -> None:
+    assert wire.parse_puback(body) == expected
+
+
+def test_parse_puback_too_short() -> None:
+    with pytest.raises(wire.ProtocolError):
+        wire.parse_puback(b"\x01")
+
+
+@pytest.mark.parametrize(
+    ("props", "expected"),
+    [
+        (b"", 65535),
+        (b"\x21\x00\x14", 20),  # receive maximum alone
+        (b"\x27\x00\x10\x00\x00\x21\x03\xe8", 1000),  # after maximum packet size
+        (b"\x12\x00\x02id\x21\x00\x05", 5),  # after an assigned client id (string)
+        (b"\x26\x00\x01k\x00\x01v\x21\x00\x09", 9),  # after a user property (pair)
+        (b"\x22\x00\x0a", 65535),  # topic alias maximum only
+        (b"\x12\x00\x09id", 65535),  # truncated string: unknown, not an error
+    ],
+)
+def test_connack_receive_maximum(props: bytes, expected: int) -> None:
+    body = b"\x00\x00" + wire.encode_varint(len(props)) + props
+    assert wire.parse_connack(body).receive_maximum == expected
