@@ -3,8 +3,9 @@
 For each system under test (our gateway, the batched hand script, the naive bridge) and
 each repeat: a fresh database, the consumer started as its own process, N messages
 published with QoS 1 by the load generator, and the clock stopped when InfluxDB holds all
-N points (InfluxDB's write counters polled, then verified by a count query). Medians of the repeats are printed with ratios against the
-baselines measured in the same run, plus CPU seconds and peak RSS of the consumer.
+N points (its write counters polled, then confirmed by a count query). Medians of the
+repeats are printed with ratios against the baselines measured in the same run, plus CPU
+seconds and peak RSS of the consumer.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def points_written(influx: ManagedProcess, database: str) -> int:
     confirmed by :func:`stored_count`.
     """
     try:
-        with urllib.request.urlopen(influx.url + "/debug/vars", timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(influx.url + "/debug/vars", timeout=5) as resp:
             stats = json.loads(resp.read())
     except (OSError, ValueError):
         return 0
