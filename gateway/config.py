@@ -34,6 +34,7 @@ class Settings(BaseModel):
     receive_maximum: int = Field(30_000, ge=1, le=65535)
     batch_max: int = Field(5000, ge=1, le=100_000)
     linger_ms: float = Field(20.0, ge=0, le=5000)
+    event_linger_ms: float = Field(0.0, ge=0, le=5000)  # a batch holding an event message
     max_payload_bytes: int = Field(65536, ge=64, le=1 << 20)
     device_rate_per_s: float = Field(20.0, ge=0)  # 0: no per-device throttling
     device_burst: int = Field(200, ge=1)

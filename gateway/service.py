@@ -177,6 +177,7 @@ class Gateway:
                 ),
                 batch_max=settings.batch_max,
                 linger_s=settings.linger_ms / 1000,
+                urgent_linger_s=settings.event_linger_ms / 1000,
             )
         )
         self._stopping = asyncio.Event()
