@@ -72,6 +72,7 @@ class Settings(BaseModel):
     spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
     spool_fsync: bool = True
     stats_interval_s: float = Field(5.0, gt=0)
+    gc_freeze: bool = True  # exempt start-up objects from garbage collection (shorter pauses)
 
     @model_validator(mode="after")
     def _check_influx(self) -> Settings:
