@@ -49,12 +49,10 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the gateway until SIGINT/SIGTERM."""
-    from gateway.gctune import tune_for_service
     from gateway.service import Gateway
 
     settings = _settings(args)
     gateway = Gateway(settings)
-    tune_for_service()  # the registry snapshot and rule state are loaded: freeze them
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

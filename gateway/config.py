@@ -34,6 +34,7 @@ class Settings(BaseModel):
     receive_maximum: int = Field(30_000, ge=1, le=65535)
     batch_max: int = Field(5000, ge=1, le=100_000)
     linger_ms: float = Field(20.0, ge=0, le=5000)
+    event_linger_ms: float = Field(0.0, ge=0, le=5000)  # a batch holding an event message
     max_payload_bytes: int = Field(65536, ge=64, le=1 << 20)
     device_rate_per_s: float = Field(20.0, ge=0)  # 0: no per-device throttling
     device_burst: int = Field(200, ge=1)
@@ -80,6 +81,8 @@ class Settings(BaseModel):
     spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
     spool_fsync: bool = True
     stats_interval_s: float = Field(5.0, gt=0)
+    #: Freeze start-up objects and collect rarely (gateway/gctune.py): fewer, shorter pauses.
+    gc_freeze: bool = True
 
     @model_validator(mode="after")
     def _check_influx(self) -> Settings:

@@ -22,7 +22,6 @@ from sqlalchemy.orm import Session
 from devices import KINDS
 from gateway.auth import issue_token
 from gateway.config import Settings
-from gateway.gctune import tune_for_service
 from gateway.service import Gateway
 from gateway.services import (
     ServiceError,
@@ -168,7 +167,6 @@ def _run_with_services(
     gateway = Gateway(settings)
     nodes, devices = gateway.registry.load_community(COMMUNITY)
     gateway.pipeline.invalidate()
-    tune_for_service()
     print(f"registry: {nodes} hierarchy nodes, {devices} devices from {COMMUNITY}")
     with Session(gateway.engine) as session, session.begin():
         token = issue_token(session, "admin", "ST1", f"demo {time.strftime('%F %T')}").token

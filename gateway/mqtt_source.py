@@ -61,6 +61,10 @@ class SourceOptions:
     )
     batch_max: int = 5000
     linger_s: float = 0.02
+    # A message on a topic ending so (an alarm, a fault) seals its batch after this much
+    # instead: events are rare and somebody waits for them; telemetry can wait for company.
+    urgent_suffixes: tuple[bytes, ...] = (b"/event",)
+    urgent_linger_s: float = 0.0
     max_queued_batches: int = 8
     reconnect_min_s: float = 0.2
     reconnect_max_s: float = 10.0
@@ -194,6 +198,7 @@ class MqttSource:
         self._payloads: list[bytes] = []
         self._mids: list[int] = []
         self._linger: asyncio.TimerHandle | None = None
+        self._urgent = False  # the pending batch holds an urgent message (sealing soon)
         self._proto: _Protocol | None = None
         self._generation = 0
         self._paused = False
@@ -214,16 +219,23 @@ class MqttSource:
         self._topics.append(topic)
         self._payloads.append(payload)
         self._mids.append(mid)
-        if len(self._payloads) >= self.options.batch_max:
+        opts = self.options
+        if len(self._payloads) >= opts.batch_max:
             self._seal()
+        elif not self._urgent and opts.urgent_suffixes and topic.endswith(opts.urgent_suffixes):
+            # Seal once the messages already read are in (call_later 0: after this read).
+            if self._linger is not None:
+                self._linger.cancel()
+            self._urgent = True
+            self._linger = asyncio.get_running_loop().call_later(opts.urgent_linger_s, self._seal)
         elif self._linger is None:
-            loop = asyncio.get_running_loop()
-            self._linger = loop.call_later(self.options.linger_s, self._seal)
+            self._linger = asyncio.get_running_loop().call_later(opts.linger_s, self._seal)
 
     def _seal(self) -> None:
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
+        self._urgent = False
         if not self._payloads:
             return
         mids = [m for m in self._mids if m]

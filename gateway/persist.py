@@ -1,17 +1,26 @@
-"""Group commit: one thread makes the work of many batches durable at once.
+"""Group commit in two stages: the database, then the spool, each on its own thread.
 
 Under load, several batches wait while one is being fsynced. Taking them together means one
 spool write and one fsync, one dead-letter insert and one rules transaction for the group,
 so persistence keeps up with any rate and latency stays at about one commit. Each job's
 future completes only after the whole group is durable; the caller acknowledges then.
+
+The stages are pipelined: while the spool thread fsyncs one group, the database thread
+already commits the next group's alerts and work orders (their events go out on that
+commit). So a fire alarm's work order never waits behind an fsync of other batches'
+telemetry (typically under a millisecond, but up to 90 ms seen under a 10k msg/s load, and
+far more on a busy disk). Both stages keep job order, and a job is durable, and
+acknowledged, only when both are done.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -43,6 +52,7 @@ class _Group:
     outcome: Outcome | None
     check_sla: bool
     alert_body: bytes = b""
+    db_s: float = 0.0
 
 
 def _merge(jobs: list[tuple[PersistJob, Future[None]]]) -> _Group:
@@ -62,7 +72,7 @@ def _merge(jobs: list[tuple[PersistJob, Future[None]]]) -> _Group:
 
 
 class Persister:
-    """Owns the persist thread; ``submit`` returns a future done once the job is durable."""
+    """Owns the persist threads; ``submit`` returns a future done once the job is durable."""
 
     def __init__(
         self,
@@ -80,12 +90,19 @@ class Persister:
         self.last_group_jobs = 0
         self.last_commit_s = 0.0
         self._queue: queue.Queue[tuple[PersistJob, Future[None]] | None] = queue.Queue()
+        # Groups whose database part is committed, waiting for the spool (bounded by the
+        # caller's limit on unacknowledged batches).
+        self._spooling: queue.Queue[_Group | None] = queue.Queue()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._run, name="persist", daemon=True)
+        self._spool_thread = threading.Thread(
+            target=self._run_spool, name="persist-spool", daemon=True
+        )
 
     def start(self) -> None:
-        """Start the persist thread."""
+        """Start the persist threads."""
         self._thread.start()
+        self._spool_thread.start()
 
     def submit(self, job: PersistJob) -> Future[None]:
         """Queue a job; the future completes when it is durable (or fails at shutdown)."""
@@ -95,8 +112,10 @@ class Persister:
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish the queued jobs, then stop."""
+        deadline = time.monotonic() + timeout
         self._queue.put(None)
         self._thread.join(timeout)
+        self._spool_thread.join(max(0.0, deadline - time.monotonic()))
 
     def _take(self) -> tuple[list[tuple[PersistJob, Future[None]]], bool]:
         first = self._queue.get()
@@ -114,28 +133,59 @@ class Persister:
         return jobs, False
 
     def _run(self) -> None:
+        """Database stage: dead letters, alerts and work orders, rules state, SLA checks."""
+        done = False
+        try:
+            while not done:
+                jobs, done = self._take()
+                if not jobs:
+                    continue
+                group = _merge(jobs)
+                started = time.perf_counter()
+                error = self._with_retries(functools.partial(self._commit_db, group), final=done)
+                group.db_s = time.perf_counter() - started
+                if error is None:
+                    self._spooling.put(group)
+                else:
+                    _finish([group], error)
+        finally:
+            self._spooling.put(None)
+
+    def _run_spool(self) -> None:
+        """Spool stage: every group committed so far in one append and one fsync."""
         done = False
         while not done:
-            jobs, done = self._take()
-            if not jobs:
+            groups, done = self._take_spooling()
+            if not groups:
                 continue
-            group = _merge(jobs)
-            error = self._commit_with_retries(group, final=done)
-            for future in group.futures:
-                if error is None:
-                    future.set_result(None)
-                else:
-                    future.set_exception(error)
+            started = time.perf_counter()
+            error = self._with_retries(functools.partial(self._append, groups), final=done)
+            if error is None:
+                self.groups += len(groups)
+                self.last_group_jobs = sum(len(group.futures) for group in groups)
+                self.last_commit_s = groups[-1].db_s + time.perf_counter() - started
+            _finish(groups, error)
 
-    def _commit_with_retries(self, group: _Group, final: bool) -> Exception | None:
-        """Commit; on failure wait and resume (never drop), unless we are shutting down."""
+    def _take_spooling(self) -> tuple[list[_Group], bool]:
+        first = self._spooling.get()
+        if first is None:
+            return [], True
+        groups = [first]
+        while True:
+            try:
+                item = self._spooling.get_nowait()
+            except queue.Empty:
+                return groups, False
+            if item is None:
+                return groups, True
+            groups.append(item)
+
+    def _with_retries(self, action: Callable[[], None], final: bool) -> Exception | None:
+        """Run ``action`` (which resumes where it failed); on failure wait and run it again
+        (never drop), unless we are shutting down."""
         for attempt in range(1, 1_000_000):
             try:
-                started = time.perf_counter()
-                self._commit(group)
-                self.groups += 1
-                self.last_group_jobs = len(group.futures)
-                self.last_commit_s = time.perf_counter() - started
+                action()
                 return None
             except Exception as err:
                 self.retries += 1
@@ -145,7 +195,7 @@ class Persister:
                 time.sleep(min(0.1 * attempt, 2.0))
         return RuntimeError("unreachable")
 
-    def _commit(self, group: _Group) -> None:
+    def _commit_db(self, group: _Group) -> None:
         if group.rejected:
             self.dead_letters.add_many(group.rejected)
             group.rejected = []
@@ -155,9 +205,24 @@ class Persister:
             lines = self.rules.persist(group.outcome)
             group.outcome = None
             group.alert_body = "\n".join(lines).encode()
-        if group.bodies or group.alert_body:
-            self.spool.append_many([*group.bodies, group.alert_body])
-            group.bodies, group.alert_body = [], b""
         if group.check_sla:
             self.rules.check_sla()
             group.check_sla = False
+
+    def _append(self, groups: list[_Group]) -> None:
+        records = [
+            record for group in groups for record in (*group.bodies, group.alert_body) if record
+        ]
+        if records:
+            self.spool.append_many(records)
+        for group in groups:
+            group.bodies, group.alert_body = [], b""
+
+
+def _finish(groups: list[_Group], error: Exception | None) -> None:
+    for group in groups:
+        for future in group.futures:
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)

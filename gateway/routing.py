@@ -171,10 +171,12 @@ class Router:
     def __init__(self, cache_s: float = 30.0) -> None:
         self.cache_s = cache_s
         self._cache: dict[tuple[int | None, str, int | None], tuple[float, Route]] = {}
+        self._paths: dict[int, tuple[float, tuple[PathNode, ...]]] = {}
 
     def forget(self) -> None:
-        """Drop cached routes (after staff or hierarchy changes)."""
+        """Drop cached routes and paths (after staff or hierarchy changes)."""
         self._cache.clear()
+        self._paths.clear()
 
     def device_node(self, session: Session, device_id: str) -> int | None:
         """The node a registered device hangs at (None for unknown devices)."""
@@ -186,9 +188,26 @@ class Router:
         return None if node is None else PathNode(node.id, node.level, node.code)
 
     def path(self, session: Session, node_id: int | None) -> tuple[PathNode, ...]:
-        """The path from the street down to ``node_id`` (empty when unknown)."""
+        """The path from the street down to ``node_id`` (empty when unknown).
+
+        Cached for ``cache_s`` seconds like routes: a new alert needs its device's path, and
+        reading it node by node was a quarter of the alert-and-work-order transaction."""
+        if node_id is None:
+            return ()
+        now = time.monotonic()
+        cached = self._paths.get(node_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        path = self._read_path(session, node_id)
+        if path:  # an unknown node may be created any moment: not cached
+            if len(self._paths) > 10_000:
+                self._paths.clear()
+            self._paths[node_id] = (now + self.cache_s, path)
+        return path
+
+    def _read_path(self, session: Session, node_id: int) -> tuple[PathNode, ...]:
         nodes: list[PathNode] = []
-        current = node_id
+        current: int | None = node_id
         while current is not None and len(nodes) <= len(LEVELS):
             node = session.get(Node, current)
             if node is None:

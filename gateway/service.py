@@ -28,6 +28,7 @@ from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.deadletter import DeadLetterStore
 from gateway.fleetstats import fleet_lines
+from gateway.gctune import tune_for_service
 from gateway.influx import (
     Drainer,
     LineWriter,
@@ -188,6 +189,7 @@ class Gateway:
             ),
             batch_max=settings.batch_max,
             linger_s=settings.linger_ms / 1000,
+            urgent_linger_s=settings.event_linger_ms / 1000,
         )
         if settings.worker_mode:
             options = shared_source_options(settings, options)
@@ -241,6 +243,8 @@ class Gateway:
         self.dispatcher.start()
         self.persister.start()
         self.drainer.start()
+        if self.settings.gc_freeze:
+            tune_for_service()  # start-up built the snapshot and rule state: freeze them
         rules_task = None
         if self.rule_consumer is not None:  # subscribed first: forwards need a subscriber
             rules_task = asyncio.create_task(self.rule_consumer.run(self._stopping))
