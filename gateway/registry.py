@@ -7,14 +7,16 @@ checked first and the errors are reported with their line numbers.
 from __future__ import annotations
 
 import csv
+import json
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, Text, func, insert, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from devices import KINDS, load_kind
@@ -176,16 +178,31 @@ class Registry:
         return nodes, self.load_devices_csv(directory / "devices.csv")
 
     def device_infos(self, device_ids: list[str] | None = None) -> dict[str, DeviceInfo]:
-        """Active devices (all, or the ones named) with their hierarchy paths."""
+        """Active devices (all, or the ones named) with their hierarchy paths.
+
+        Built for a million devices at start-up: plain rows (no ORM objects), and every
+        value devices have in common (kind, model, codec, params, path) is one shared object,
+        so a device costs its id and its ``DeviceInfo``. Params are read-only mappings.
+        """
         paths = self.node_paths()
-        columns = (Device.device_id, Device.kind, Device.model, Device.codec, Device.params)
+        # The JSON column as its text: equal texts are parsed once (most devices have "{}").
+        params_text = type_coerce(Device.params, Text)
+        columns = (Device.device_id, Device.kind, Device.model, Device.codec, params_text)
         query = select(*columns, Device.node_id).where(Device.status == "active")
         if device_ids is not None:
             query = query.where(Device.device_id.in_(device_ids))
-        with Session(self.engine) as session:  # plain rows, no ORM objects: 1M devices at start
+        shared = _Shared()
+        with self.engine.connect() as conn:
             return {
-                row[0]: DeviceInfo(*row[:4], dict(row[4]), paths.get(row[5], ()))
-                for row in session.execute(query)
+                device_id: DeviceInfo(
+                    device_id,
+                    shared.text(kind),
+                    shared.text(model),
+                    shared.text(codec),
+                    shared.params(params),
+                    paths.get(node_id, ()),
+                )
+                for device_id, kind, model, codec, params, node_id in conn.execute(query)
             }
 
     def counts(self) -> dict[str, int]:
@@ -219,6 +236,30 @@ def _upsert_devices(session: Session, devices: list[Device]) -> None:
         session.execute(insert(Device), [{**row, "created_at": now} for row in fresh])
     if changed:
         session.execute(update(Device), changed)
+
+
+class _Shared:
+    """One object per distinct value: strings and read-only params mappings."""
+
+    __slots__ = ("_params", "_texts")
+
+    def __init__(self) -> None:
+        self._texts: dict[str, str] = {}
+        self._params: dict[object, Mapping[str, str]] = {}
+
+    def text(self, value: str) -> str:
+        return self._texts.setdefault(value, value)
+
+    def params(self, value: object) -> Mapping[str, str]:
+        """``value`` as stored: JSON text (SQLite) or already decoded (PostgreSQL's driver)."""
+        key = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+        found = self._params.get(key)
+        if found is None:
+            decoded = json.loads(value) if isinstance(value, str) else value
+            items = decoded.items() if isinstance(decoded, dict) else ()
+            plain = {str(k): str(v) for k, v in items}
+            found = self._params[key] = MappingProxyType(plain)
+        return found
 
 
 def _walk(
