@@ -11,7 +11,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 from pydantic import ValidationError
@@ -30,18 +30,32 @@ LOOKUP_RETRY_S = 2.0
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """Everything needed to handle messages of one topic."""
+    """Everything needed to handle messages of one topic.
+
+    A million devices each have a route, so the series prefix is not stored per device but
+    as the text before and after the device id (``head``, ``tail``), shared by every device
+    of the same kind, model and place."""
 
     info: DeviceInfo
     topic_kind: str
     kind: DeviceKind
     codec: Codec
-    prefix: str  # series: measurement and tags, ready to be followed by " fields ts"
-    events_prefix: str
+    head: str  # the series up to the device id: "smoke,building=B1,...,device_id="
+    tail: str  # after it: ",grid=G1,model=...,street=ST1" (tags sorted by key)
     writer: FieldWriter
     #: The kind's model when a payload can be validated straight from JSON bytes (JSON codec,
     #: nothing derived from install parameters); None otherwise.
     json_model: type[Reading] | None = None
+
+    @property
+    def prefix(self) -> str:
+        """Measurement and tags, ready to be followed by " fields ts"."""
+        return f"{self.head}{self.info.device_id}{self.tail}"
+
+    @property
+    def events_prefix(self) -> str:
+        """The device's ``events`` series (status messages are rare: built when needed)."""
+        return series_prefix("events", {**device_tags(self.info), "kind": self.info.kind})
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,11 +173,13 @@ class Pipeline:
         # dead letters, reason rate_limited), so it cannot crowd out the others.
         self.device_rate_per_s = device_rate_per_s
         self.device_burst = float(device_burst)
-        self._buckets: dict[str, list[float]] = {}
+        # One number per device (generic cell rate algorithm): the time, in ns, at which its
+        # bucket would be full again; a bucket is empty once that is a whole burst ahead.
+        self._buckets: dict[str, float] = {}
         self.lookup_retry_s = lookup_retry_s
         self.max_payload_bytes = max_payload_bytes
         self._routes: dict[bytes, Route] = {}
-        self._infos: dict[str, DeviceInfo] = {}
+        self._prefixes: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[str, str]] = {}
         self._misses: dict[str, float] = {}
         self._writers = {name: FieldWriter(load_kind(name).fields) for name in KINDS}
         self._log = log_rejection or RateLimitedLog()
@@ -173,17 +189,19 @@ class Pipeline:
         """Forget cached routes (after a device is moved, re-registered or removed)."""
         if device_id is None:
             self._routes.clear()
-            self._infos.clear()
             self._misses.clear()
             return
         self._misses.pop(device_id, None)
-        self._infos.pop(device_id, None)
         for topic in [t for t, r in self._routes.items() if r.info.device_id == device_id]:
             del self._routes[topic]
 
     def known(self, device_id: str) -> DeviceInfo | None:
         """The registry entry of a device the pipeline has routed (None otherwise)."""
-        return self._infos.get(device_id)
+        for topic_kind in TOPIC_KINDS:  # its routes, rather than a second dict per device
+            route = self._routes.get(f"{TOPIC_ROOT}/{device_id}/{topic_kind}".encode())
+            if route is not None:
+                return route.info
+        return None
 
     def _route(self, topic: bytes) -> Route:
         try:
@@ -213,20 +231,33 @@ class Pipeline:
             raise _TopicError(
                 "unknown_codec", f"codec {info.codec!r} not available for {info.kind}", device_id
             )
-        tags = device_tags(info)
+        head, tail = self._prefix_parts(info)
         route = Route(
             info,
             topic_kind,
             kind,
             codec,
-            series_prefix(info.kind, tags),
-            series_prefix("events", {**tags, "kind": info.kind}),
+            head,
+            tail,
             self._writers[info.kind],
             kind.model if codec is JSON_CODEC and not kind.derives else None,
         )
         self._routes[topic] = route
-        self._infos[device_id] = info
         return route
+
+    def _prefix_parts(self, info: DeviceInfo) -> tuple[str, str]:
+        """The series prefix around the device id, one shared pair per kind, model, place."""
+        key = (info.kind, info.model, info.path)
+        parts = self._prefixes.get(key)
+        if parts is None:
+            # A device id never needs escaping (the registry allows [A-Za-z0-9_.:-] only),
+            # so a NUL stand-in marks where it goes.
+            prefix = series_prefix(info.kind, device_tags(replace(info, device_id="\0")))
+            head, _, tail = prefix.partition("\0")
+            if len(self._prefixes) > 100_000:
+                self._prefixes.clear()
+            parts = self._prefixes[key] = (head, tail)
+        return parts
 
     def _find(self, device_id: str) -> DeviceInfo:
         missed = self._misses.get(device_id)
@@ -277,23 +308,17 @@ class Pipeline:
 
     def _throttle(self, device_id: str, now_ns: int) -> None:
         """Take a token from the device's bucket; DecodeError("rate_limited") when empty."""
-        bucket = self._buckets.get(device_id)
-        if bucket is None:
-            if len(self._buckets) > 2_000_000:
-                self._buckets.clear()
-            bucket = self._buckets[device_id] = [self.device_burst, float(now_ns)]
-        tokens = min(
-            self.device_burst, bucket[0] + (now_ns - bucket[1]) * self.device_rate_per_s / 1e9
-        )
-        bucket[1] = float(now_ns)
-        if tokens < 1.0:
-            bucket[0] = tokens
+        interval = 1e9 / self.device_rate_per_s
+        full_at = max(self._buckets.get(device_id, 0.0), float(now_ns))
+        if full_at - now_ns > (self.device_burst - 1.0) * interval:  # less than a token left
             raise DecodeError(
                 "rate_limited",
                 f"device sends more than {self.device_rate_per_s:g} msg/s "
                 f"(burst {self.device_burst:g}); message kept as a dead letter",
             )
-        bucket[0] = tokens - 1.0
+        if len(self._buckets) > 2_000_000:
+            self._buckets.clear()
+        self._buckets[device_id] = full_at + interval
 
     def _readings(self, route: Route, payload: bytes, default_ts: int, result: BatchResult) -> None:
         if route.json_model is not None:
@@ -328,7 +353,7 @@ class Pipeline:
             if not fields:
                 raise DecodeError("empty_reading", "no readings in the message")
             ts = reading.ts if reading.ts is not None else default_ts + position
-            lines.append(f"{route.prefix} {fields} {ts}")
+            lines.append(f"{route.head}{device_id}{route.tail} {fields} {ts}")
             accepted.append(Accepted(route.info, route.topic_kind, reading, ts))
         # Only a fully valid message contributes: a bad batch item rejects the whole payload.
         result.lines.extend(lines)
@@ -345,7 +370,7 @@ class Pipeline:
         if not fields:
             raise DecodeError("empty_reading", "no readings in the message")
         ts = reading.ts if reading.ts is not None else default_ts
-        result.lines.append(f"{route.prefix} {fields} {ts}")
+        result.lines.append(f"{route.head}{device_id}{route.tail} {fields} {ts}")
         result.accepted.append(Accepted(route.info, route.topic_kind, reading, ts))
 
     def _status(self, route: Route, payload: bytes, ts: int, result: BatchResult) -> None:

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, delete, select
-from sqlalchemy.orm import Session
+import orjson
+from sqlalchemy import Engine, Text, delete, select, type_coerce
 
 from devices import KINDS, load_kind
 from gateway.alert_models import RuleInfo, RuleStateRow
@@ -30,6 +30,7 @@ from gateway.routing import Router
 from gateway.workorders import WorkOrderService
 from rules import Engine as RuleEngine
 from rules import Observation, RuleError, RuleSet, Transition, load_rules
+from rules.table import ACTIVITY
 
 log = logging.getLogger(__name__)
 
@@ -98,20 +99,17 @@ class RuleStage:
         self.alerts = AlertService(
             db, clock, rule_infos(self.ruleset), on_event=self._emit, orders=self.orders
         )
-        # Tags are built when a device is first observed (a dict per device for a million
-        # registered ones would cost more than the whole rules state).
-        self._tags: dict[str, dict[str, str]] = {}
+        # Tags per place (model and hierarchy path), shared by its devices: one dict per
+        # device would cost ~300 MiB once a million devices have spoken.
+        self._places: dict[tuple[str, tuple[tuple[str, str], ...]], dict[str, str]] = {}
         self._devices = devices
-        now = time.time_ns()
-        for info in devices.values():
-            # Registration counts as activity: a device never heard from goes offline.
-            self.engine.seen(info.device_id, info.kind, now)
-        saved = self._saved_states()
-        self.engine.load_states(saved)
-        self.engine.dirty_states()  # what was just loaded is saved already
+        # Registration counts as activity: a device never heard from goes offline.
+        self.engine.register(((i.device_id, i.kind) for i in devices.values()), time.time_ns())
         # Devices the engine remembers but the registry no longer has active (decommissioned
         # while we were down): they must not go "offline".
-        self._retired = {key for rule_id, key, _ in saved if rule_id == "@activity"} - set(devices)
+        self._retired: set[str] = set()
+        self.engine.load_states(self._note_retired(self._saved_states()))
+        self.engine.mark_saved()  # what was just loaded is saved already
         self.transitions_total = 0
         self.last_eval_s = 0.0
 
@@ -120,18 +118,17 @@ class RuleStage:
         """Evaluate a batch's valid readings (pure CPU work)."""
         started = time.perf_counter()
         observations = []
-        tags = self._tags
+        place = self.place
         for item in accepted:
             info = item.info
-            where = tags.get(info.device_id)
-            if where is None:
-                where = tags[info.device_id] = device_tags(info)
             if item.reading is None:  # status message: activity only
                 self.engine.seen(info.device_id, info.kind, item.ts_ns)
                 continue
             # The reading's own field dict, not a copy: the engine reads None as absent.
             observations.append(
-                Observation(info.device_id, info.kind, item.ts_ns, item.reading.__dict__, where)
+                Observation(
+                    info.device_id, info.kind, item.ts_ns, item.reading.__dict__, place(info)
+                )
             )
         transitions = self.engine.evaluate(observations, received_ns)
         self.last_eval_s = time.perf_counter() - started
@@ -165,22 +162,28 @@ class RuleStage:
         log.info("rules reloaded: %d rules (%s)", len(list(ruleset)), ruleset.fingerprint[:12])
         return self._outcome(transitions)
 
+    def place(self, info: DeviceInfo) -> Mapping[str, str]:
+        """The tags a device shares with its place (model and hierarchy path; read-only)."""
+        key = (info.model, info.path)
+        tags = self._places.get(key)
+        if tags is None:
+            if len(self._places) > 100_000:
+                self._places.clear()
+            tags = self._places[key] = {"model": info.model, **dict(info.path)}
+        return tags
+
     def device_changed(self, device_id: str, info: DeviceInfo | None) -> None:
         """A device was registered, changed, moved (``info``) or decommissioned (None)."""
-        self._tags.pop(device_id, None)
         if info is None:
             self._retired.add(device_id)
             return
         self._retired.discard(device_id)
-        self._tags[device_id] = device_tags(info)
         self.engine.seen(device_id, info.kind, time.time_ns())
 
     def _tags_of(self, device_id: str) -> dict[str, str]:
-        tags = self._tags.get(device_id)
-        if tags is None:
-            info = self._devices.get(device_id)
-            tags = device_tags(info) if info is not None else {"device_id": device_id}
-        return tags
+        # the registry snapshot the gateway keeps current (device_changed updates it first)
+        info = self._devices.get(device_id)
+        return device_tags(info) if info is not None else {"device_id": device_id}
 
     def _outcome(self, transitions: list[Transition]) -> Outcome:
         if self._retired:
@@ -227,10 +230,25 @@ class RuleStage:
         ]
         return f"{series_prefix('alerts', tags)} {','.join(fields)} {transition.ts_ns}"
 
-    def _saved_states(self) -> list[tuple[str, str, dict[str, Any]]]:
-        with Session(self.db) as session:
-            rows = session.scalars(select(RuleStateRow))
-            return [(row.rule_id, row.key, dict(row.state)) for row in rows]
+    def _saved_states(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Saved states streamed as plain rows (a million at start-up: no ORM objects; the
+        JSON parsed by orjson)."""
+        table = RuleStateRow.__table__
+        query = select(table.c.rule_id, table.c.key, type_coerce(table.c.state, Text))
+        with self.db.connect() as conn:
+            for rule_id, key, state in conn.execute(query):
+                # SQLite hands over the JSON text; PostgreSQL's driver may have decoded it
+                yield rule_id, key, orjson.loads(state) if isinstance(state, str) else dict(state)
+
+    def _note_retired(
+        self, rows: Iterable[tuple[str, str, dict[str, Any]]]
+    ) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Pass rows through, noting devices with saved activity that are not registered."""
+        devices = self._devices
+        for row in rows:
+            if row[0] == ACTIVITY and row[1] not in devices:
+                self._retired.add(row[1])
+            yield row
 
     def _save_states(self, dirty: Mapping[tuple[str, str], dict[str, object] | None]) -> None:
         """Upsert changed states and delete dropped ones, in bulk (one statement each)."""

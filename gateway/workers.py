@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -39,7 +39,7 @@ from gateway.partition import (
     partition_topic,
 )
 from gateway.persist import Persister, PersistJob
-from gateway.pipeline import Accepted, device_tags
+from gateway.pipeline import Accepted
 from gateway.registry import DeviceInfo
 from gateway.rulestage import Event, Outcome, RuleStage
 from rules import Observation
@@ -86,9 +86,9 @@ class PartitionedRuleStage(RuleStage):
         if self.owns(device_id):
             super().device_changed(device_id, info)
 
-    def _saved_states(self) -> list[tuple[str, str, dict[str, Any]]]:
+    def _saved_states(self) -> Iterator[tuple[str, str, dict[str, Any]]]:
         # Every worker reads the one shared table; each keeps the keys of its partitions.
-        return [row for row in super()._saved_states() if self.owns(row[1])]
+        return (row for row in super()._saved_states() if self.owns(row[1]))
 
     def observe_forwarded(
         self, readings: Sequence[tuple[DeviceInfo, Forwarded]], received_ns: int
@@ -96,16 +96,13 @@ class PartitionedRuleStage(RuleStage):
         """Evaluate forwarded readings, exactly as ``observe`` does local ones."""
         started = time.perf_counter()
         observations = []
-        tags = self._tags
+        place = self.place
         for info, item in readings:
-            where = tags.get(info.device_id)
-            if where is None:
-                where = tags[info.device_id] = device_tags(info)
             if item.values is None:  # status message: activity only
                 self.engine.seen(info.device_id, info.kind, item.ts_ns)
                 continue
             observations.append(
-                Observation(info.device_id, info.kind, item.ts_ns, item.values, where)
+                Observation(info.device_id, info.kind, item.ts_ns, item.values, place(info))
             )
         transitions = self.engine.evaluate(observations, received_ns)
         self.last_eval_s = time.perf_counter() - started

@@ -15,7 +15,8 @@ class Observation:
 
     ``values`` holds the reading's fields (a field that is None or missing is absent; it
     may be the reading's own attribute dict, so it is never modified); ``tags`` the
-    hierarchy codes (street, community, grid, compound, building, unit) and ``device_id``.
+    hierarchy codes (street, community, grid, compound, building, unit) and the model,
+    usually shared by every device of the same place (never modified either).
     """
 
     device_id: str

@@ -41,6 +41,12 @@ class RuleRuntime:
         """Transitions caused by activity without a reading."""
         return []
 
+    def seen_many(self, positions: IntArray, ts_ns: int) -> list[Transition]:
+        """``seen`` for many devices at once."""
+        if type(self).seen is RuleRuntime.seen:  # no state that activity changes
+            return []
+        return [t for position in positions.tolist() for t in self.seen(position, ts_ns)]
+
     def resolve_all(self, ts_ns: int) -> list[Transition]:
         """Resolve every alert (the rule was removed or disabled) and forget all state."""
         return []

@@ -86,6 +86,13 @@ class KindTable:
         self.last_activity[position] = max(int(self.last_activity[position]), ts_ns)
         return position
 
+    def touch_many(self, device_ids: Sequence[str], ts_ns: int) -> IntArray:
+        """``touch`` for many devices at once (registration at start-up); their positions."""
+        ensure = self.ensure
+        positions = np.fromiter((ensure(d) for d in device_ids), np.int64, len(device_ids))
+        np.maximum.at(self.last_activity, positions, ts_ns)
+        return positions
+
     def prepare(
         self, rows: Sequence[Observation], vocab: Vocabulary, received_ns: int | None
     ) -> Batch:
@@ -133,12 +140,21 @@ class KindTable:
 
     def dirty_activity(self, resolution_ns: int) -> dict[str, dict[str, object]]:
         """Activity of devices that moved on by at least ``resolution_ns`` since last asked."""
+        changed = self._advance_saved(resolution_ns)
+        return {self.ids[position]: self.activity_state(position) for position in changed.tolist()}
+
+    def mark_saved(self, resolution_ns: int) -> None:
+        """``dirty_activity`` without building the states."""
+        self._advance_saved(resolution_ns)
+
+    def _advance_saved(self, resolution_ns: int) -> IntArray:
+        """Positions whose activity moved on by ``resolution_ns``; now counted as saved."""
         size = self.size
         activity = self.last_activity[:size]
         saved = self._saved[:size]
         changed = np.flatnonzero(activity >= saved + max(resolution_ns, 1))
         saved[changed] = activity[changed]
-        return {self.ids[position]: self.activity_state(position) for position in changed.tolist()}
+        return changed
 
     def activity_state(self, position: int) -> dict[str, object]:
         """JSON form of one device's times."""
