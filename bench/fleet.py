@@ -7,7 +7,6 @@ import csv
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,34 +14,10 @@ import yaml
 
 from bench.loadgen import Device
 from gateway.registry import CSV_COLUMNS
-from gateway.services import InfluxConfig, ManagedProcess, free_port
 
 #: Fan-out below the street: communities, grids per community, compounds per grid,
 #: buildings per compound (4 × 5 × 5 × 10 = 1000 buildings: 1000 devices each at 1M).
 FANOUT = (4, 5, 5, 10)
-
-
-@dataclass(frozen=True)
-class MillionInfluxConfig(InfluxConfig):
-    """InfluxDB with its cardinality guards lifted: by default 1.x refuses a tag's 100,001st
-    value (``max-values-per-tag``) and a database's 1,000,001st series, and a million
-    ``device_id`` values need both."""
-
-    def render(self) -> str:
-        """The stock configuration plus the two limits set to 0 (unlimited)."""
-        limits = "[data]\n  max-series-per-database = 0\n  max-values-per-tag = 0\n"
-        return super().render().replace("[data]\n", limits, 1)
-
-
-def start_influxdb_unlimited(state_dir: Path) -> ManagedProcess:
-    """Like ``gateway.services.start_influxdb``, with :class:`MillionInfluxConfig`."""
-    port = free_port()
-    bind_port = free_port()
-    while bind_port == port:
-        bind_port = free_port()
-    proc = ManagedProcess(MillionInfluxConfig(port=port, state_dir=state_dir, bind_port=bind_port))
-    proc.start()
-    return proc
 
 
 def hierarchy() -> dict[str, Any]:

@@ -33,7 +33,7 @@ from pathlib import Path
 import psutil
 
 from bench.e2e import points_written, stop_consumer
-from bench.fleet import import_registry, start_influxdb_unlimited
+from bench.fleet import import_registry
 from bench.loadgen import Device, make_devices, make_messages, publish, publish_packets
 from devices import KINDS, load_kind
 from gateway.services import (
@@ -42,6 +42,7 @@ from gateway.services import (
     create_influx_database,
     free_port,
     influx_query,
+    start_influxdb,
     start_mosquitto,
 )
 from rules import Engine, load_rules
@@ -132,9 +133,9 @@ class Run:
         self.token = ""
 
     def start_services(self) -> None:
-        """Mosquitto, InfluxDB (limits lifted), the database and a metrics token."""
+        """Mosquitto, InfluxDB, the database and a metrics token."""
         self.mqtt = start_mosquitto(self.workdir / "mosquitto")
-        self.influx = start_influxdb_unlimited(self.workdir / "influxdb")
+        self.influx = start_influxdb(self.workdir / "influxdb")
         create_influx_database(self.influx.url, self.db)
         command = [sys.executable, "-m", "gateway", "token", "--state-dir", str(self.workdir)]
         command += ["create", "--role", "read_only", "--node", "ST1", "--name", "million"]

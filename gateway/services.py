@@ -340,6 +340,10 @@ bind-address = "{LOOPBACK}:{self.bind_port}"
   wal-dir = {wal}
   wal-fsync-delay = "0s"
   query-log-enabled = false
+  # Every device is a series with its own device_id value: 1.x would refuse a tag's
+  # 100,001st value and a database's 1,000,001st series (a district has a million devices).
+  max-series-per-database = 0
+  max-values-per-tag = 0
 
 [monitor]
   store-enabled = false
