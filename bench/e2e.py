@@ -257,7 +257,7 @@ def report(results: list[RunResult]) -> str:
 
 
 def main() -> int:
-    """Entry point of ``python -m bench``."""
+    """Entry point of ``python -m bench e2e``."""
     total = int(os.environ.get("BENCH_MESSAGES", "200000"))
     naive = int(os.environ.get("BENCH_NAIVE_MESSAGES", "4000"))
     repeats = int(os.environ.get("BENCH_REPEATS", "3"))
