@@ -1,4 +1,4 @@
-"""``python -m bench`` (``make bench``): the whole suite, about 9 minutes on 2 cores.
+"""``python -m bench`` (``make bench``): the whole suite, under 7 minutes on 2 cores.
 
 In order: end-to-end ingest against two baselines (``e2e``), alert and storage latency
 under background load (``latency``), one process against two sharing the subscription
