@@ -524,6 +524,32 @@ def test_registered_device_never_heard_from_goes_offline() -> None:
     assert states(engine.tick(T0 + 701 * S)) == [("smoke.gone", "s9", "resolved", False)]
 
 
+def test_registering_many_devices_at_once_is_seen_for_each() -> None:
+    one_by_one, at_once = engine_for(OFFLINE), engine_for(OFFLINE)
+    devices = [(f"s{n}", "smoke") for n in range(2000)]
+    for device_id, kind in devices:
+        one_by_one.seen(device_id, kind, T0)
+    at_once.register(devices, T0)
+    assert at_once.tick(T0 + 599 * S) == []
+    fired = states(at_once.tick(T0 + 600 * S))
+    assert fired == states(one_by_one.tick(T0 + 600 * S))
+    assert len(fired) == 2000
+    # registering again (a restart) resolves offline alerts, as activity does
+    at_once.register(devices[:3], T0 + 700 * S)
+    resolved = states(at_once.tick(T0 + 701 * S))
+    assert resolved == [("smoke.gone", f"s{n}", "resolved", False) for n in range(3)]
+
+
+def test_mark_saved_forgets_changes_without_building_them() -> None:
+    engine = engine_for(OFFLINE)
+    engine.register([("s1", "smoke"), ("s2", "smoke")], T0)
+    engine.evaluate([obs("s1", 1, state="normal")])
+    engine.mark_saved()
+    assert engine.dirty_states() == {}
+    engine.evaluate([obs("s1", 120, state="normal")])
+    assert ("@activity", "s1") in engine.dirty_states()
+
+
 def test_absence_heartbeat_multiple_uses_the_engine_heartbeat() -> None:
     rule = make_rule(id="smoke.gone", absent="2x heartbeat")
     engine = Engine(RuleSet.of([rule]), {"smoke": 30.0})
