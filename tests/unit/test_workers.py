@@ -127,7 +127,7 @@ def test_a_worker_registers_restores_and_ticks_only_its_own_devices(tmp_path: Pa
     restored = PartitionedRuleStage(
         db, ManualClock(), rules_dir, {}, lambda e: None, partitions=8, owned=(1, 3, 5, 7)
     )
-    states = restored._saved_states()
+    states = list(restored._saved_states())
     assert states and {key for _, key, _ in states} <= mine[1]
 
 
