@@ -48,11 +48,6 @@ class Route:
     json_model: type[Reading] | None = None
 
     @property
-    def prefix(self) -> str:
-        """Measurement and tags, ready to be followed by " fields ts"."""
-        return f"{self.head}{self.info.device_id}{self.tail}"
-
-    @property
     def events_prefix(self) -> str:
         """The device's ``events`` series (status messages are rare: built when needed)."""
         return series_prefix("events", {**device_tags(self.info), "kind": self.info.kind})
