@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,26 @@ def points_written(influx: ManagedProcess, database: str) -> int:
         and entry.get("name") == "shard"
         and (entry.get("tags") or {}).get("database") == database
     )
+
+
+def wait_until_stored(
+    influx: ManagedProcess,
+    database: str,
+    total: int,
+    started: float,
+    on_poll: Callable[[], object] = lambda: None,
+) -> int:
+    """Poll until the database holds ``total`` points (or a deadline scaled to ``total``
+    passes); the stored count. ``on_poll`` runs at every poll (e.g. to sample RSS)."""
+    deadline = started + max(60.0, total / 200)
+    while time.perf_counter() < deadline:
+        on_poll()
+        if points_written(influx, database) >= total:
+            stored = stored_count(influx, database)
+            if stored >= total:
+                return stored
+        time.sleep(0.02)
+    return stored_count(influx, database)
 
 
 def prepare_registry(state_dir: Path, devices: list[Device]) -> None:
@@ -180,17 +201,11 @@ def measure(
         target=lambda: asyncio.run(publish(mqtt.port, packets, 1, "bench-pub")), daemon=True
     )
     publisher.start()
-    stored = 0
-    deadline = started + max(60.0, len(messages) / 200)
-    while time.perf_counter() < deadline:
-        peak = max(peak, ps.memory_info().rss)
-        if points_written(influx, db) >= len(messages):
-            stored = stored_count(influx, db)
-            if stored >= len(messages):
-                break
-        time.sleep(0.02)
-    else:
-        stored = stored_count(influx, db)
+    peaks = [peak]
+    stored = wait_until_stored(
+        influx, db, len(messages), started, lambda: peaks.append(ps.memory_info().rss)
+    )
+    peak = max(peaks)
     seconds = time.perf_counter() - started
     cpu = sum(ps.cpu_times()[:2]) - cpu0
     publisher.join(120)

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.e2e import drop_session, points_written, prepare_registry, stop_consumer, stored_count
+from bench.e2e import drop_session, prepare_registry, stop_consumer, wait_until_stored
 from bench.loadgen import make_devices, make_messages, publish, publish_packets
 from gateway.services import (
     ManagedProcess,
@@ -117,16 +117,7 @@ def measure(
     )
     publisher.start()
     total = len(packets)
-    stored = 0
-    deadline = started + max(60.0, total / 200)
-    while time.perf_counter() < deadline:
-        if points_written(influx, db) >= total:
-            stored = stored_count(influx, db)
-            if stored >= total:
-                break
-        time.sleep(0.02)
-    else:
-        stored = stored_count(influx, db)
+    stored = wait_until_stored(influx, db, total, started)
     seconds = time.perf_counter() - started
     cpu = sum(sum(p.cpu_times()[:2]) for p in watched) - cpu0
     broker_cpu, influx_cpu = (
