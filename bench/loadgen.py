@@ -198,11 +198,26 @@ async def _send_windowed(
         await writer.drain()
 
 
+#: A PUBACK with reason "success" and no properties, as Mosquitto sends them: ``40 02 id id``.
+_PUBACK_HEAD = 0x40
+
+
 async def _count_acks(reader: asyncio.StreamReader, acked: list[int]) -> None:
-    """Count PUBACKs as they arrive."""
+    """Count PUBACKs as they arrive.
+
+    The generator shares the machine with the system it measures, so the common case costs
+    next to nothing: a whole buffer of plain four-byte PUBACKs is counted in one step
+    (every fourth byte a PUBACK head and every second a length of 2); anything else is
+    walked packet by packet.
+    """
     buf = bytearray()
-    while data := await reader.read(65536):
+    while data := await reader.read(262144):
         buf += data
+        whole = len(buf) - len(buf) % 4
+        if whole and _all_plain_acks(buf, whole):
+            acked[0] += whole // 4
+            del buf[:whole]
+            continue
         pos = 0
         while len(buf) - pos >= 2:
             decoded = wire.decode_varint(buf, pos + 1)
@@ -212,6 +227,12 @@ async def _count_acks(reader: asyncio.StreamReader, acked: list[int]) -> None:
                 acked[0] += 1
             pos = decoded[1] + decoded[0]
         del buf[:pos]
+
+
+def _all_plain_acks(buf: bytearray, end: int) -> bool:
+    """Whether ``buf[:end]`` is a run of ``40 02 id id`` packets."""
+    heads, lengths = buf[0:end:4], buf[1:end:4]
+    return heads.count(_PUBACK_HEAD) == len(heads) and lengths.count(2) == len(lengths)
 
 
 def main() -> None:

@@ -6,9 +6,11 @@ PostgreSQL works through the same models for deployments with several gateways.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import (
     JSON,
     DateTime,
@@ -97,9 +99,28 @@ class DeadLetter(Base):
     replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+def json_dumps(value: Any) -> str:
+    """JSON columns' serializer: orjson (the rule states of every device a batch changed are
+    written with that batch, ~5x faster than the standard library); values orjson refuses
+    (non-string keys, integers past 64 bits) go through the standard library as before."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+def json_loads(text: str | bytes) -> Any:
+    """JSON columns' deserializer: orjson, or the standard library for what only it reads
+    (``NaN`` written by earlier versions)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
 def make_engine(url: str) -> Engine:
     """Engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
-    engine = create_engine(url)
+    engine = create_engine(url, json_serializer=json_dumps, json_deserializer=json_loads)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")

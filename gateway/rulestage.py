@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlalchemy import Engine, Text, delete, select, type_coerce
 
 from devices import KINDS, load_kind
 from gateway.alert_models import RuleInfo, RuleStateRow
 from gateway.alerts import AlertService
 from gateway.clock import Clock
-from gateway.db import utcnow
+from gateway.db import json_loads, utcnow
 from gateway.lineproto import escape_string_field, series_prefix
 from gateway.pipeline import Accepted, device_tags
 from gateway.registry import DeviceInfo
@@ -238,7 +237,7 @@ class RuleStage:
         with self.db.connect() as conn:
             for rule_id, key, state in conn.execute(query):
                 # SQLite hands over the JSON text; PostgreSQL's driver may have decoded it
-                yield rule_id, key, orjson.loads(state) if isinstance(state, str) else dict(state)
+                yield rule_id, key, json_loads(state) if isinstance(state, str) else dict(state)
 
     def _note_retired(
         self, rows: Iterable[tuple[str, str, dict[str, Any]]]
