@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, cast
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -296,7 +296,8 @@ class DeviceKind:
                 detail = f"{self.name}: cannot derive readings: {err}"
                 raise DecodeError("invalid_value", detail) from err
         try:
-            return self.model.model_validate(derived)
+            # The core validator called directly: ``model_validate`` adds ~0.3 us a call.
+            return cast(Reading, self.model.__pydantic_validator__.validate_python(derived))
         except ValidationError as err:
             raise explain_validation(self.name, err) from err
 

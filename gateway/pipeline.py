@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import cast
 
 import orjson
 from pydantic import ValidationError
@@ -43,9 +44,10 @@ class Route:
     head: str  # the series up to the device id: "smoke,building=B1,...,device_id="
     tail: str  # after it: ",grid=G1,model=...,street=ST1" (tags sorted by key)
     writer: FieldWriter
-    #: The kind's model when a payload can be validated straight from JSON bytes (JSON codec,
-    #: nothing derived from install parameters); None otherwise.
-    json_model: type[Reading] | None = None
+    #: Validates a payload straight from JSON bytes into the kind's model when it can be
+    #: (JSON codec, nothing derived from install parameters); None otherwise. One function per
+    #: kind, shared by its routes.
+    json_model: Callable[[bytes], Reading] | None = None
 
     @property
     def events_prefix(self) -> str:
@@ -88,6 +90,10 @@ class BatchResult:
     def line_bytes(self) -> bytes:
         """The batch's points as one line-protocol body."""
         return "\n".join(self.lines).encode("utf-8")
+
+
+def _mismatch(named: str, topic_device: str) -> DecodeError:
+    return DecodeError("topic_mismatch", f"payload names device {named!r}, topic {topic_device!r}")
 
 
 class _TopicError(Exception):
@@ -177,6 +183,9 @@ class Pipeline:
         self._prefixes: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[str, str]] = {}
         self._misses: dict[str, float] = {}
         self._writers = {name: FieldWriter(load_kind(name).fields) for name in KINDS}
+        # The models' core validators, called directly: the ``model_validate_json`` wrapper
+        # costs ~0.3 us a call, a fifth of validating a typical message.
+        self._json_validators: dict[str, Callable[[bytes], Reading]] = {}
         self._log = log_rejection or RateLimitedLog()
         self.last_seen: dict[str, int] = {}
 
@@ -235,10 +244,18 @@ class Pipeline:
             head,
             tail,
             self._writers[info.kind],
-            kind.model if codec is JSON_CODEC and not kind.derives else None,
+            self._json_validator(kind) if codec is JSON_CODEC and not kind.derives else None,
         )
         self._routes[topic] = route
         return route
+
+    def _json_validator(self, kind: DeviceKind) -> Callable[[bytes], Reading]:
+        validator = self._json_validators.get(kind.name)
+        if validator is None:
+            validator = self._json_validators[kind.name] = cast(
+                "Callable[[bytes], Reading]", kind.model.__pydantic_validator__.validate_json
+            )
+        return validator
 
     def _prefix_parts(self, info: DeviceInfo) -> tuple[str, str]:
         """The series prefix around the device id, one shared pair per kind, model, place."""
@@ -267,7 +284,8 @@ class Pipeline:
             self._misses[device_id] = now
         raise _TopicError("unknown_device", f"device {device_id!r} is not registered", device_id)
 
-    def process(self, batch: Batch) -> BatchResult:
+    # One loop body per message, inlined on purpose: each Python call it saves is ~0.1 us.
+    def process(self, batch: Batch) -> BatchResult:  # noqa: PLR0912, PLR0915 - see above
         """Handle every message of the batch; never raises for bad input."""
         result = BatchResult()
         recv = batch.received_ns
@@ -284,6 +302,8 @@ class Pipeline:
         allowance = (self.device_burst - 1.0) * interval
         if len(buckets) > 2_000_000:
             buckets.clear()
+        lines_append = result.lines.append
+        accepted_append = result.accepted.append
         for index, (topic, payload) in enumerate(zip(batch.topics, batch.payloads, strict=True)):
             route = routes.get(topic)
             try:
@@ -297,7 +317,25 @@ class Pipeline:
                     if full_at - recv > allowance:
                         raise self._rate_limited()
                     buckets[device_id] = full_at + interval
-                if route.topic_kind == "status":
+                reading = None
+                if route.json_model is not None and route.topic_kind != "status":
+                    # Fast path (most messages): one JSON object validated from the bytes in
+                    # one step, inlined here. Anything it refuses (syntax, a batch array, a
+                    # bad field) takes ``_readings``, which names the reason precisely.
+                    try:  # noqa: SIM105 - contextlib.suppress costs ~0.15 us a message
+                        reading = route.json_model(payload)
+                    except ValidationError:
+                        pass
+                if reading is not None:
+                    if reading.device_id is not None and reading.device_id != device_id:
+                        raise _mismatch(reading.device_id, device_id)
+                    fields = route.writer.fields(reading)
+                    if not fields:
+                        raise DecodeError("empty_reading", "no readings in the message")
+                    ts = reading.ts if reading.ts is not None else recv + index * 1000
+                    lines_append(f"{route.head}{device_id}{route.tail} {fields} {ts}")
+                    accepted_append(Accepted(route.info, route.topic_kind, reading, ts))
+                elif route.topic_kind == "status":
                     self._status(route, payload, recv + index * 1000, result)
                 else:
                     self._readings(route, payload, recv + index * 1000, result)
@@ -322,17 +360,7 @@ class Pipeline:
         )
 
     def _readings(self, route: Route, payload: bytes, default_ts: int, result: BatchResult) -> None:
-        if route.json_model is not None:
-            # Fast path: one JSON object validated from the bytes in one step. Anything it
-            # refuses (syntax, a batch array, a bad field) takes the path below, which
-            # names the reason precisely.
-            try:
-                reading = route.json_model.model_validate_json(payload)
-            except ValidationError:
-                pass
-            else:
-                self._accept(route, reading, default_ts, result)
-                return
+        """The regular path: decode (one reading or a batch), derive, validate, format."""
         raws = route.codec.decode(payload)
         device_id = route.info.device_id
         params = route.info.params
@@ -346,10 +374,7 @@ class Pipeline:
                     raise DecodeError(err.reason, f"batch item {position}: {err.detail}") from err
                 raise
             if reading.device_id is not None and reading.device_id != device_id:
-                raise DecodeError(
-                    "topic_mismatch",
-                    f"payload names device {reading.device_id!r}, topic {device_id!r}",
-                )
+                raise _mismatch(reading.device_id, device_id)
             fields = route.writer.fields(reading)
             if not fields:
                 raise DecodeError("empty_reading", "no readings in the message")
@@ -359,20 +384,6 @@ class Pipeline:
         # Only a fully valid message contributes: a bad batch item rejects the whole payload.
         result.lines.extend(lines)
         result.accepted.extend(accepted)
-
-    def _accept(self, route: Route, reading: Reading, default_ts: int, result: BatchResult) -> None:
-        """One valid reading of a single-reading message: its point and its observation."""
-        device_id = route.info.device_id
-        if reading.device_id is not None and reading.device_id != device_id:
-            raise DecodeError(
-                "topic_mismatch", f"payload names device {reading.device_id!r}, topic {device_id!r}"
-            )
-        fields = route.writer.fields(reading)
-        if not fields:
-            raise DecodeError("empty_reading", "no readings in the message")
-        ts = reading.ts if reading.ts is not None else default_ts
-        result.lines.append(f"{route.head}{device_id}{route.tail} {fields} {ts}")
-        result.accepted.append(Accepted(route.info, route.topic_kind, reading, ts))
 
     def _status(self, route: Route, payload: bytes, ts: int, result: BatchResult) -> None:
         state = parse_status(payload)
