@@ -63,3 +63,26 @@ def test_tags_are_shared_per_place_not_per_device(tmp_path: Path) -> None:
     assert first is second
     assert dict(first) == {"model": "M", "street": "ST1", "grid": "G1"}
     assert stage.place(DeviceInfo("x", "smoke", "N", "json", {}, ())) == {"model": "N"}
+
+
+def test_saved_states_are_upserted_with_a_utc_time_and_read_back_by_the_orm(
+    tmp_path: Path,
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy.orm import Session
+
+    from gateway.alert_models import RuleStateRow
+
+    db = make_engine(f"sqlite:///{tmp_path / 'gateway.db'}")
+    stage = RuleStage(db, ManualClock(), None, {}, lambda e: None)
+    stage._save_states({("r.one", "dev-1"): {"window": [[1, 2.5]]}, ("r.one", "dev-2"): {"a": 1}})
+    stage._save_states({("r.one", "dev-1"): {"window": [[1, 2.5], [2, 3.0]]}})
+    stage._save_states({("r.one", "dev-2"): None})
+    with Session(db) as session:
+        rows = session.query(RuleStateRow).all()
+    assert [(r.rule_id, r.key, r.state) for r in rows] == [
+        ("r.one", "dev-1", {"window": [[1, 2.5], [2, 3.0]]})
+    ]
+    assert rows[0].updated_at.tzinfo is not None
+    assert abs(rows[0].updated_at - datetime.now(UTC)) < timedelta(minutes=1)
