@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Text, delete, select, text, type_coerce
+from sqlalchemy import Dialect, Engine, Text, delete, select, type_coerce
 
 from devices import KINDS, load_kind
 from gateway.alert_models import RuleInfo, RuleStateRow
@@ -47,16 +47,17 @@ class Outcome:
         return bool(self.transitions or self.dirty)
 
 
-_UPSERT = (
-    "INSERT INTO rule_state (rule_id, key, state, updated_at) VALUES (:rule_id, :key, {state}, "
-    ":updated_at) ON CONFLICT (rule_id, key) DO UPDATE "
-    "SET state = excluded.state, updated_at = excluded.updated_at"
-)
-_UPSERTS = {
-    # SQLite and PostgreSQL spell it alike; PostgreSQL wants the JSON text cast explicitly.
-    "sqlite": text(_UPSERT.format(state=":state")),
-    "postgresql": text(_UPSERT.format(state="CAST(:state AS JSON)")),
-}
+def _upsert_sql(dialect: Dialect) -> str:
+    """Insert-or-update of ``rule_state`` rows in the driver's own parameter style (SQLite's
+    ``?``, psycopg's ``%s``); SQLite and PostgreSQL spell the rest alike, PostgreSQL wants
+    the JSON text cast explicitly."""
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    state = f"CAST({mark} AS JSON)" if dialect.name == "postgresql" else mark
+    return (
+        "INSERT INTO rule_state (rule_id, key, state, updated_at) "  # noqa: S608 - placeholders only
+        f"VALUES ({mark}, {mark}, {state}, {mark}) ON CONFLICT (rule_id, key) DO UPDATE "
+        "SET state = excluded.state, updated_at = excluded.updated_at"
+    )
 
 
 def rule_infos(ruleset: RuleSet) -> dict[str, RuleInfo]:
@@ -255,8 +256,8 @@ class RuleStage:
 
         Runs for every batch that changed a state (rate windows change with every reading),
         so the rows go to the driver ready-made: JSON text and the batch's one timestamp
-        converted once, through a plain statement (no per-row type processing, which cost
-        more than the database work).
+        converted once, executed by the driver itself (SQLAlchemy's per-row parameter
+        processing cost more than the database work).
         """
         table = RuleStateRow.__table__
         dialect = self.db.dialect
@@ -264,14 +265,14 @@ class RuleStage:
         to_db = stamp_column.bind_processor(dialect)
         stamp = to_db(utcnow()) if to_db is not None else utcnow()
         upserts = [
-            {"rule_id": rule_id, "key": key, "state": json_dumps(state), "updated_at": stamp}
+            (rule_id, key, json_dumps(state), stamp)
             for (rule_id, key), state in dirty.items()
             if state is not None
         ]
         deletes = [(rule_id, key) for (rule_id, key), state in dirty.items() if state is None]
         with self.db.begin() as conn:
             if upserts:
-                conn.execute(_UPSERTS[dialect.name], upserts)
+                conn.exec_driver_sql(_upsert_sql(dialect), upserts)
             for rule_id, key in deletes:
                 gone = delete(RuleStateRow).where(
                     RuleStateRow.rule_id == rule_id, RuleStateRow.key == key
