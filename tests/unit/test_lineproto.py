@@ -63,7 +63,7 @@ def test_generated_formatter_matches_the_generic_one_for_every_kind() -> None:
     backslashes, booleans, huge integers), and keys odd enough to need escaping."""
     from devices import KINDS, load_kind
 
-    odd = {
+    odd: dict[str, list[object]] = {
         "float": [float("nan"), float("inf"), -0.0, 1e300, 5e-324, 3],
         "int": [0, 2**63 - 1, -(2**63), True],
         "bool": [True, False],
