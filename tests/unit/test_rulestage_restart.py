@@ -11,6 +11,7 @@ from gateway.pipeline import Accepted
 from gateway.registry import DeviceInfo
 from gateway.rulestage import RuleStage
 
+#: A smoke offline rule with a 2 s absence (shared with test_workers).
 OFFLINE_FAST = """rules:
   - id: smoke.offline
     title: 设备离线 / Offline

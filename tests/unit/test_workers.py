@@ -16,6 +16,7 @@ from gateway.db import make_engine
 from gateway.partition import Forwarded, owned_partitions, partition_of
 from gateway.registry import DeviceInfo
 from gateway.workers import PartitionedRuleStage, all_of
+from tests.unit.test_rulestage_restart import OFFLINE_FAST
 
 
 def test_single_process_is_the_default() -> None:
@@ -91,15 +92,6 @@ def test_all_of_waits_for_every_future_and_reports_the_first_failure() -> None:
     assert isinstance(error, ConnectionError)
     assert empty_done is True
     assert result is None
-
-
-OFFLINE_FAST = """rules:
-  - id: smoke.offline
-    title: 设备离线 / Offline
-    device_type: smoke
-    severity: warning
-    absent: 2s
-"""
 
 
 def test_a_worker_registers_restores_and_ticks_only_its_own_devices(tmp_path: Path) -> None:
