@@ -90,6 +90,11 @@ class RuleStage:
         self.db = db
         self.site_dir = site_dir
         self._publish = publish
+        # What ``_save_states`` needs of the dialect, worked out once: the upsert in the
+        # driver's parameter style and the conversion of its timestamp.
+        self._upsert = _upsert_sql(db.dialect)
+        stamp_type = RuleStateRow.__table__.c.updated_at.type.dialect_impl(db.dialect)
+        self._stamp_to_db = stamp_type.bind_processor(db.dialect)
         self._site_stamp = self._stamp()
         self.ruleset = load_rules(site_dir)
         heartbeat = {kind: float(load_kind(kind).heartbeat_s) for kind in KINDS}
@@ -259,10 +264,7 @@ class RuleStage:
         converted once, executed by the driver itself (SQLAlchemy's per-row parameter
         processing cost more than the database work).
         """
-        table = RuleStateRow.__table__
-        dialect = self.db.dialect
-        stamp_column = table.c.updated_at.type.dialect_impl(dialect)
-        to_db = stamp_column.bind_processor(dialect)
+        to_db = self._stamp_to_db
         stamp = to_db(utcnow()) if to_db is not None else utcnow()
         upserts = [
             (rule_id, key, json_dumps(state), stamp)
@@ -272,7 +274,7 @@ class RuleStage:
         deletes = [(rule_id, key) for (rule_id, key), state in dirty.items() if state is None]
         with self.db.begin() as conn:
             if upserts:
-                conn.exec_driver_sql(_upsert_sql(dialect), upserts)
+                conn.exec_driver_sql(self._upsert, upserts)
             for rule_id, key in deletes:
                 gone = delete(RuleStateRow).where(
                     RuleStateRow.rule_id == rule_id, RuleStateRow.key == key
