@@ -17,6 +17,9 @@ from typing import Any, ClassVar, Literal, Protocol, cast
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
+
+from devices.jsonkeys import first_duplicate_key, flat_commas
 
 FieldType = Literal["float", "int", "bool", "str"]
 TopicKind = Literal["telemetry", "event", "status"]
@@ -59,18 +62,45 @@ COMMON_FIELDS: tuple[FieldSpec, ...] = (
 )
 
 
+#: Device timestamps must lie within these years (epoch ms); anything else is a unit mistake
+#: (seconds, microseconds) or a clock that lost its time. The gateway narrows this to a
+#: window around its own clock (``ts_max_skew_s``, ``ts_max_age_s``).
+TS_MIN_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+TS_MAX_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z
+
+
+def _out_of_era(value: object, ms: float) -> PydanticCustomError:
+    """The error for a ts outside 2000..2100: ``stale_ts`` before, ``future_ts`` after."""
+    if ms < TS_MIN_MS:
+        hint = " (epoch seconds instead of milliseconds?)" if ms >= TS_MIN_MS / 1000 else ""
+        return PydanticCustomError(
+            "stale_ts", "ts {value} is before 2000-01-01{hint}", {"value": value, "hint": hint}
+        )
+    big = ms >= TS_MIN_MS * 1000
+    hint = " (epoch micro- or nanoseconds instead of milliseconds?)" if big else ""
+    return PydanticCustomError(
+        "future_ts", "ts {value} is after 2100-01-01{hint}", {"value": value, "hint": hint}
+    )
+
+
 def parse_device_ts(value: object) -> int | None:
-    """Turn a device timestamp (epoch ms number or ISO 8601 string) into epoch nanoseconds."""
+    """Turn a device timestamp (epoch ms number or ISO 8601 string) into epoch nanoseconds.
+
+    Raises ``ValueError`` for what is no timestamp at all (a boolean, text that is not ISO
+    8601 with an offset), and ``PydanticCustomError`` ``stale_ts`` / ``future_ts`` for a
+    timestamp before 2000 or from 2100 on.
+    """
     if value is None:
         return None
-    if type(value) is int and 946_684_800_000 <= value <= 4_102_444_800_000:
+    if type(value) is int and TS_MIN_MS <= value < TS_MAX_MS:
         return value * 1_000_000  # the common case, kept cheap: it runs for every reading
     if isinstance(value, bool):
         raise ValueError("ts must be epoch milliseconds or an ISO 8601 string, not a boolean")
     if isinstance(value, int | float):
-        # Epoch ms between 2000-01-01 and 2100-01-01: anything else is a unit mistake.
-        if not 946_684_800_000 <= value <= 4_102_444_800_000:
-            raise ValueError(f"ts {value} is not epoch milliseconds between 2000 and 2100")
+        if not TS_MIN_MS <= value < TS_MAX_MS:  # also false for NaN
+            if value != value:  # noqa: PLR0124 - NaN is the one value unequal to itself
+                raise ValueError("ts must be a number of epoch milliseconds, not NaN")
+            raise _out_of_era(value, value)
         return round(value * 1000) * 1000  # microsecond resolution, no float noise
     if isinstance(value, str):
         try:
@@ -79,8 +109,9 @@ def parse_device_ts(value: object) -> int | None:
             raise ValueError(f"ts {value!r} is not ISO 8601") from err
         if parsed.tzinfo is None:
             raise ValueError(f"ts {value!r} has no time zone offset")
-        if not 2000 <= parsed.year < 2100:
-            raise ValueError(f"ts {value!r} is not between 2000 and 2100")
+        stamp_ms = parsed.timestamp() * 1000
+        if not TS_MIN_MS <= stamp_ms < TS_MAX_MS:
+            raise _out_of_era(repr(value), stamp_ms)
         return int(parsed.timestamp() * 1_000_000) * 1000
     raise ValueError("ts must be epoch milliseconds or an ISO 8601 string")
 
@@ -90,9 +121,16 @@ class Reading(BaseModel):
 
     ``ts`` is normalised to epoch nanoseconds. Unknown keys are refused so an integrator
     learns at once that a payload does not match the model.
+
+    Strict for every field of every kind (``strict=True`` is inherited): a number field
+    takes a JSON number only, never ``true``/``false`` (lax pydantic reads ``true`` as 1)
+    nor a string ("12.5", and lax ones such as "1_000" or "nan"); an integer field takes a
+    JSON integer only (not 12.0 or 12.5); a boolean field ``true``/``false`` only (not 0/1
+    or "true"); a text field a JSON string only. A payload whose meaning would have to be
+    guessed is refused (``wrong_type``), so it becomes a dead letter.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     ts: int | None = None
     seq: int | None = Field(default=None, ge=0, le=2**63 - 1)  # InfluxDB integers are int64
@@ -123,13 +161,31 @@ class Codec(Protocol):
         ...
 
 
+def reject_duplicate_keys(payload: bytes) -> None:
+    """``DecodeError("duplicate_key")`` naming the key (and the batch item) when a JSON object
+    in ``payload``, at any depth, has a key twice (see ``devices.jsonkeys``)."""
+    try:
+        found = first_duplicate_key(payload)
+    except ValueError as err:  # orjson accepted it, so this is unlikely; refuse, never guess
+        raise DecodeError("malformed_json", f"cannot check for duplicate keys: {err}") from err
+    if found is not None:
+        key, item = found
+        where = "" if item is None else f"batch item {item}: "
+        detail = f"{where}key {key!r} appears more than once; which one is meant?"
+        raise DecodeError("duplicate_key", detail)
+
+
 class JsonCodec:
-    """JSON object, or a JSON array of objects for a batch."""
+    """JSON object, or a JSON array of objects for a batch.
+
+    A key that appears twice in an object is refused (``duplicate_key``); the comma count
+    (``devices.jsonkeys``) tells at C speed which payloads need the exact check.
+    """
 
     name = "json"
 
     def decode(self, payload: bytes) -> list[dict[str, Any]]:
-        """Parse the payload; errors name what is wrong (UTF-8, syntax, shape)."""
+        """Parse the payload; errors name what is wrong (UTF-8, syntax, shape, a key twice)."""
         try:
             doc = orjson.loads(payload)
         except orjson.JSONDecodeError as err:
@@ -139,6 +195,8 @@ class JsonCodec:
                 raise DecodeError("not_utf8", f"byte {uerr.start} is not UTF-8") from err
             raise DecodeError("malformed_json", str(err)) from err
         if isinstance(doc, dict):
+            if payload.count(b",") != flat_commas(doc):
+                reject_duplicate_keys(payload)
             return [doc]
         if isinstance(doc, list):
             if not doc:
@@ -152,6 +210,8 @@ class JsonCodec:
                     raise DecodeError(
                         "not_object", f"batch item {index} is {type(item).__name__}, not object"
                     )
+            if payload.count(b",") != flat_commas(doc):
+                reject_duplicate_keys(payload)
             return doc
         raise DecodeError("not_object", f"payload is a JSON {type(doc).__name__}, not an object")
 
@@ -174,6 +234,15 @@ _RANGE_ERRORS = {
 }
 
 
+_TS_ERRORS = {"stale_ts", "future_ts"}
+#: Why a strict field refused what lax parsing would have guessed at.
+_STRICT_ERRORS = {
+    "float_type": "a number must be a JSON number, not a string or true/false",
+    "int_type": "an integer must be a JSON integer, not a string, true/false or 12.0",
+    "bool_type": "a flag must be JSON true or false, not 0/1 or a string",
+}
+
+
 def explain_validation(kind: str, err: ValidationError) -> DecodeError:
     """Translate a pydantic error into our reason codes with a readable first problem."""
     first = err.errors(include_url=False)[0]
@@ -187,11 +256,15 @@ def explain_validation(kind: str, err: ValidationError) -> DecodeError:
         reason = "missing_field"
     elif etype in {"value_error", "assertion_error"}:
         reason = "invalid_value"
+    elif etype in _TS_ERRORS:
+        reason = etype
     else:
         reason = "wrong_type"
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     value = first.get("input")
-    shown = "" if reason in {"missing_field"} else f" (got {value!r:.60})"
+    shown = "" if reason in {"missing_field", *_TS_ERRORS} else f" (got {value!r:.60})"
+    if etype in _STRICT_ERRORS and isinstance(value, str | bool):
+        shown += f"; {_STRICT_ERRORS[etype]}"
     return DecodeError(reason, f"{kind}.{where}: {first['msg']}{shown}{more}")
 
 

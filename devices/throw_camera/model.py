@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import Field, computed_field, field_validator, model_validator
+from pydantic import Field, Strict, computed_field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from devices.base import COMMON_FIELDS, FieldSpec, Reading
@@ -21,8 +21,15 @@ MAX_URL_CHARS = 512
 
 Floor = Annotated[int, Field(ge=1, le=MAX_FLOOR)]
 #: One track point: milliseconds since the track started, then image x and y in pixels.
-TrajectoryPoint = tuple[
-    Annotated[int, Field(ge=0)], Annotated[float, Field(ge=0)], Annotated[float, Field(ge=0)]
+#: Readings are strict (``Reading``); the tuples alone are not, so that the list a JSON array
+#: decodes to is taken as a tuple on the regular path too. Their items stay strict numbers.
+TrajectoryPoint = Annotated[
+    tuple[
+        Annotated[int, Field(ge=0), Strict()],
+        Annotated[float, Field(ge=0), Strict()],
+        Annotated[float, Field(ge=0), Strict()],
+    ],
+    Strict(False),
 ]
 
 
@@ -40,7 +47,7 @@ class ThrowCameraReading(Reading):
     floor_high: Floor | None = None
     confidence: float | None = Field(default=None, ge=0, le=1)
     object_size: ObjectSize | None = None
-    trajectory: tuple[TrajectoryPoint, ...] | None = Field(
+    trajectory: Annotated[tuple[TrajectoryPoint, ...], Strict(False)] | None = Field(
         default=None, max_length=MAX_TRAJECTORY_POINTS
     )
     snapshot_url: str | None = Field(default=None, max_length=MAX_URL_CHARS)

@@ -57,10 +57,32 @@ def test_ts_forms_are_normalised_to_epoch_ns(ts: Any, expected_ns: int | None) -
 
 
 @pytest.mark.parametrize(
-    "ts", [1_732_780_800, "2024-11-28T08:00:00", "yesterday", True, [1_732_780_800_000]]
+    "ts", ["2024-11-28T08:00:00", "yesterday", True, False, [1_732_780_800_000], float("nan")]
 )
 def test_bad_ts_is_rejected(ts: Any) -> None:
     assert reason_of(SMOKE.validate, {"state": "normal", "ts": ts}).reason == "invalid_value"
+
+
+@pytest.mark.parametrize(
+    ("ts", "reason", "hint"),
+    [
+        (1_732_780_800, "stale_ts", "seconds instead of milliseconds"),
+        (1_732_780_800.5, "stale_ts", "seconds instead of milliseconds"),
+        (946_684_799_999, "stale_ts", "before 2000"),
+        (0, "stale_ts", "before 2000"),
+        (-1, "stale_ts", "before 2000"),
+        ("1999-12-31T23:59:59Z", "stale_ts", "before 2000"),
+        (4_102_444_800_000, "future_ts", "after 2100"),
+        (1_732_780_800_000_000, "future_ts", "micro- or nanoseconds"),
+        (1_732_780_800_000_000_000, "future_ts", "micro- or nanoseconds"),
+        (float("inf"), "future_ts", "after 2100"),
+        ("2100-01-01T00:00:00Z", "future_ts", "after 2100"),
+    ],
+)
+def test_ts_outside_2000_to_2100_is_stale_or_future(ts: Any, reason: str, hint: str) -> None:
+    # The model knows no clock: the gateway narrows this window around its own (pipeline).
+    error = reason_of(SMOKE.validate, {"state": "normal", "ts": ts})
+    assert (error.reason, hint in error.detail) == (reason, True), error.detail
 
 
 # -- smoke --------------------------------------------------------------------------------
@@ -86,7 +108,10 @@ def test_bad_ts_is_rejected(ts: Any) -> None:
         ("state", "ALARM", "wrong_type"),
         ("event", "self_test", None),
         ("event", "fire", "wrong_type"),
-        ("smoke", "0.1", None),  # lax numbers from text, as pydantic does
+        ("smoke", "0.1", "wrong_type"),  # a number is a JSON number, never read from text
+        ("smoke", True, "wrong_type"),  # nor a boolean (lax pydantic would read 1.0)
+        ("seq", 1.0, "wrong_type"),  # an integer is a JSON integer
+        ("seq", True, "wrong_type"),
         ("smoke", "a lot", "wrong_type"),
         ("humidity", 40, "unknown_field"),
     ],
@@ -227,6 +252,9 @@ def test_trajectory_count_is_the_written_field(trajectory: Any, points: int | No
         ([[-1, 1.0, 2.0]], "out_of_range", "trajectory.0.0"),
         ([[0, 1.0, -2.0]], "out_of_range", "trajectory.0.2"),
         ([[0, "left", 2.0]], "wrong_type", "trajectory.0.1"),
+        ([[True, 1.0, 2.0]], "wrong_type", "trajectory.0.0"),
+        ([[0, "1.0", 2.0]], "wrong_type", "trajectory.0.1"),
+        ([[0, 1.0, False]], "wrong_type", "trajectory.0.2"),
         ("0,1,2", "wrong_type", "trajectory"),
     ],
 )
