@@ -8,7 +8,10 @@ neither trigger nor touch an existing alert cost a few array operations and noth
 
 Ordering: within a batch, readings are applied in time order. A reading not newer than the
 last one applied for its device (late or redelivered) still counts as activity for
-absence but changes no alert state. Transitions are returned sorted by time.
+absence but changes no alert state. A reading's time is its device ``ts`` but never later
+than the batch's receive time, so a device clock running ahead cannot make the device's
+later readings "not newer" (which would mute its alarms). Transitions are returned sorted
+by time.
 """
 
 from __future__ import annotations
@@ -71,7 +74,9 @@ class Engine:
         """Apply a batch of readings; return the transitions they cause, in time order.
 
         ``received_ns``, when given, is used as the activity time for absence instead of
-        each reading's own time (protects against devices with a wrong clock).
+        each reading's own time, and bounds the time readings are ordered and timed by
+        (``rules.table.ordering_times``): both protect against devices with a wrong clock,
+        so that no reading can make a device's later ones look stale.
         """
         out, self._outbox = self._outbox, []
         groups: dict[str, list[Observation]] = {}

@@ -2,8 +2,9 @@
 
 Each device of a kind gets a position on first sight; ids live in one list and one dict,
 times in int64 arrays (last activity for absence, last reading for ordering). A batch of
-one kind is prepared here once: positions, times sorted ascending, which rows are fresh
-(newer than anything seen from that device) and which devices occur more than once.
+one kind is prepared here once: positions, times sorted ascending (never later than the
+batch's receive time, see ``ordering_times``), which rows are fresh (newer than anything
+seen from that device) and which devices occur more than once.
 """
 
 from __future__ import annotations
@@ -43,6 +44,24 @@ def grown(array: np.ndarray, capacity: int, fill: object) -> np.ndarray:
     bigger = np.full(shape, fill, dtype=array.dtype)
     bigger[: len(array)] = array
     return bigger
+
+
+def ordering_times(ts: IntArray, received_ns: int) -> IntArray:
+    """The times the engine orders and times readings by: the device's own ``ts``, but never
+    later than when the batch was received.
+
+    A device clock ahead of the gateway's (within the accepted skew, or a reading without a
+    ts stamped a little after the batch's receive time) would otherwise make every later,
+    correct reading of that device look older than the last one applied, and so change no
+    alert state until the clock caught up: one payload could mute a fire alarm. Clamped
+    rows keep their arrival order, one nanosecond apart just after ``received_ns``, so two of
+    them are never taken for the same reading.
+    """
+    late = ts > received_ns
+    if not late.any():
+        return ts
+    rank = np.cumsum(late, dtype=np.int64)  # 1, 2, ... over the clamped rows, in input order
+    return np.where(late, received_ns + rank, ts)
 
 
 class KindTable:
@@ -107,6 +126,8 @@ class KindTable:
             ]
         idx = np.array(positions, dtype=np.int64)
         ts = np.array([row.ts_ns for row in rows], dtype=np.int64)
+        if received_ns is not None:
+            ts = ordering_times(ts, received_ns)
         ordered = list(rows)
         if len(ts) > 1 and bool((ts[1:] < ts[:-1]).any()):
             order = np.argsort(ts, kind="stable")
