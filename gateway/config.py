@@ -38,6 +38,15 @@ class Settings(BaseModel):
     max_payload_bytes: int = Field(65536, ge=64, le=1 << 20)
     device_rate_per_s: float = Field(20.0, ge=0)  # 0: no per-device throttling
     device_burst: int = Field(200, ge=1)
+    #: How far back, on its own clock (``ts``), a device catching up after an outage may
+    #: deliver readings faster than ``device_rate_per_s`` by the gateway's clock.
+    device_backlog_s: float = Field(86_400.0, ge=0)
+    #: A device ``ts`` more than this ahead of the gateway's clock is a dead letter
+    #: (``future_ts``): a clock gone wrong must not stop the device's later readings.
+    ts_max_skew_s: float = Field(300.0, ge=0, le=86_400)
+    #: A device ``ts`` older than this is a dead letter (``stale_ts``); 7 days is the
+    #: gateway's own MQTT session expiry, the oldest backlog the broker can hold for it.
+    ts_max_age_s: float = Field(7 * 86_400.0, gt=0)
 
     influx_version: Literal[1, 2] = 1
     influx_url: str = "http://127.0.0.1:8086"

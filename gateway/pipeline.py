@@ -12,13 +12,23 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import cast
 
 import orjson
 from pydantic import ValidationError
 
 from devices import KINDS, load_kind
-from devices.base import JSON_CODEC, TOPIC_KINDS, Codec, DecodeError, DeviceKind, Reading
+from devices.base import (
+    JSON_CODEC,
+    TOPIC_KINDS,
+    TS_MIN_MS,
+    Codec,
+    DecodeError,
+    DeviceKind,
+    Reading,
+    reject_duplicate_keys,
+)
 from gateway.lineproto import FieldWriter, escape_string_field, series_prefix
 from gateway.mqtt_source import Batch
 from gateway.registry import DeviceInfo
@@ -168,15 +178,26 @@ class Pipeline:
         lookup_retry_s: float = LOOKUP_RETRY_S,
         device_rate_per_s: float = 0.0,
         device_burst: int = 200,
+        *,
+        ts_max_skew_s: float = 300.0,
+        ts_max_age_s: float = 7 * 86400.0,
+        device_backlog_s: float = 86400.0,
     ) -> None:
         self._lookup = lookup
-        # Per-device token buckets: a flooding device is throttled (its excess is kept as
-        # dead letters, reason rate_limited), so it cannot crowd out the others.
+        # Per-device rate limit (see ``process``): a flooding device is throttled (its excess
+        # is kept as dead letters, reason rate_limited), so it cannot crowd out the others.
         self.device_rate_per_s = device_rate_per_s
         self.device_burst = float(device_burst)
         # One number per device (generic cell rate algorithm): the time, in ns, at which its
         # bucket would be full again; a bucket is empty once that is a whole burst ahead.
         self._buckets: dict[str, float] = {}
+        # The same on the device's own clock (its ``ts``), for readings it delivers late.
+        self._own_clock: dict[str, float] = {}
+        self.device_backlog_s = device_backlog_s
+        # Device timestamps are accepted from ts_max_age_s before to ts_max_skew_s after the
+        # batch's receive time (future_ts / stale_ts otherwise).
+        self.ts_max_skew_s = ts_max_skew_s
+        self.ts_max_age_s = ts_max_age_s
         self.lookup_retry_s = lookup_retry_s
         self.max_payload_bytes = max_payload_bytes
         self._routes: dict[bytes, Route] = {}
@@ -284,22 +305,36 @@ class Pipeline:
 
     # One loop body per message, inlined on purpose: each Python call it saves is ~0.1 us.
     def process(self, batch: Batch) -> BatchResult:  # noqa: PLR0912, PLR0915 - see above
-        """Handle every message of the batch; never raises for bad input."""
+        """Handle every message of the batch; never raises for bad input.
+
+        The rate limit: a device may send ``device_rate_per_s`` messages a second (burst
+        ``device_burst``) by the gateway's clock. Past that, a message still passes when its
+        readings carry the device's own ``ts`` and are within the same rate by the device's
+        clock: an outage backlog (readings spaced as the device took them, delivered at
+        once) is kept, a flood (no ts, or many readings per device second) is not. Every
+        message with a ts counts against that own-clock budget, which never reaches further
+        back than ``device_backlog_s``; so a device that fakes its times gains at most that
+        much of its own time once, not a way around the limit.
+        """
         result = BatchResult()
         recv = batch.received_ns
         routes = self._routes
         last_seen = self.last_seen
         by_kind = result.messages_by_kind
         max_payload = self.max_payload_bytes
+        ts_high, ts_low = self._ts_window(recv)
         # Per-device rate limit, inlined (it runs for every message): one float per device,
         # the time its bucket is full again (generic cell rate algorithm); a bucket is empty
         # once that lies a whole burst ahead.
         rate = self.device_rate_per_s
         buckets = self._buckets
+        own_clock = self._own_clock
         interval = 1e9 / rate if rate else 0.0
         allowance = (self.device_burst - 1.0) * interval
-        if len(buckets) > 2_000_000:
+        floor = recv - self.device_backlog_s * 1e9
+        if len(buckets) > 2_000_000 or len(own_clock) > 2_000_000:
             buckets.clear()
+            own_clock.clear()
         lines_append = result.lines.append
         accepted_append = result.accepted.append
         for index, (topic, payload) in enumerate(zip(batch.topics, batch.payloads, strict=True)):
@@ -310,11 +345,15 @@ class Pipeline:
                 if len(payload) > max_payload:
                     raise DecodeError("oversized", f"{len(payload)} bytes, at most {max_payload}")
                 device_id = route.info.device_id
+                over = False
                 if rate:
-                    full_at = max(buckets.get(device_id, 0.0), recv)
+                    full_at = buckets.get(device_id, 0.0)
+                    if full_at < recv:  # noqa: PLR1730 - an if costs less than max() here
+                        full_at = recv
                     if full_at - recv > allowance:
-                        raise self._rate_limited()
-                    buckets[device_id] = full_at + interval
+                        over = True  # only a backlog on the device's own clock may pass
+                    else:
+                        buckets[device_id] = full_at + interval
                 reading = None
                 if route.json_model is not None and route.topic_kind != "status":
                     # Fast path (most messages): one JSON object validated from the bytes in
@@ -325,18 +364,39 @@ class Pipeline:
                     except ValidationError:
                         pass
                 if reading is not None:
+                    # A key given twice adds a comma but no field (see devices.jsonkeys).
+                    if payload.count(b",") + 1 != len(reading.__pydantic_fields_set__):
+                        reject_duplicate_keys(payload)
                     if reading.device_id is not None and reading.device_id != device_id:
                         raise _mismatch(reading.device_id, device_id)
+                    ts = reading.ts
+                    if ts is None:
+                        if over:
+                            raise self._rate_limited()
+                        ts = recv + index * 1000
+                    else:
+                        if ts > ts_high or ts < ts_low:
+                            raise self._bad_ts(ts, recv, "")
+                        if rate:
+                            tat = own_clock.get(device_id, floor)
+                            if tat < floor:  # noqa: PLR1730 - cheaper than max(), as above
+                                tat = floor
+                            if tat < ts:  # noqa: PLR1730
+                                tat = ts
+                            if over and tat - ts > allowance:
+                                raise self._rate_limited()
+                            own_clock[device_id] = tat + interval
                     fields = route.writer.fields(reading)
                     if not fields:
                         raise DecodeError("empty_reading", "no readings in the message")
-                    ts = reading.ts if reading.ts is not None else recv + index * 1000
                     lines_append(f"{route.head}{device_id}{route.tail} {fields} {ts}")
                     accepted_append(Accepted(route.info, route.topic_kind, reading, ts))
                 elif route.topic_kind == "status":
+                    if over:
+                        raise self._rate_limited()
                     self._status(route, payload, recv + index * 1000, result)
                 else:
-                    self._readings(route, payload, recv + index * 1000, result)
+                    self._readings(route, payload, recv + index * 1000, result, recv, over)
             except _TopicError as err:
                 self._reject(result, recv, topic, err.device_id, err.reason, err.detail, payload)
                 continue
@@ -350,35 +410,96 @@ class Pipeline:
             by_kind[route.info.kind] += 1
         return result
 
+    def _ts_window(self, recv: int) -> tuple[int, int]:
+        """The device timestamps accepted in a batch received at ``recv``: (latest, earliest)."""
+        high = recv + round(self.ts_max_skew_s * 1e9)
+        low = max(recv - round(self.ts_max_age_s * 1e9), TS_MIN_MS * 1_000_000)
+        return high, low
+
+    def _bad_ts(self, ts: int, recv: int, where: str) -> DecodeError:
+        """``future_ts`` or ``stale_ts`` for a device time outside the accepted window."""
+        if ts > recv:
+            return DecodeError(
+                "future_ts",
+                f"{where}ts {_iso(ts)} is {_span(ts - recv)} ahead of the gateway clock "
+                f"({_iso(recv)}); at most {_span(self.ts_max_skew_s * 1e9)} allowed "
+                "(ts_max_skew_s)",
+            )
+        return DecodeError(
+            "stale_ts",
+            f"{where}ts {_iso(ts)} is {_span(recv - ts)} older than the gateway clock "
+            f"({_iso(recv)}); at most {_span(self.ts_max_age_s * 1e9)} allowed (ts_max_age_s)",
+        )
+
     def _rate_limited(self) -> DecodeError:
         return DecodeError(
             "rate_limited",
             f"device sends more than {self.device_rate_per_s:g} msg/s "
-            f"(burst {self.device_burst:g}); message kept as a dead letter",
+            f"(burst {self.device_burst:g}), by the gateway's clock and by its own ts; "
+            "message kept as a dead letter",
         )
 
-    def _readings(self, route: Route, payload: bytes, default_ts: int, result: BatchResult) -> None:
-        """The regular path: decode (one reading or a batch), derive, validate, format."""
+    def _charge_own_clock(self, device_id: str, ts: int, recv: int, over: bool) -> None:
+        """Count a message with device time ``ts`` against the device's own-clock budget;
+        ``rate_limited`` when it is over the gateway-clock rate (``over``) and this too."""
+        interval = 1e9 / self.device_rate_per_s
+        allowance = (self.device_burst - 1.0) * interval
+        floor = recv - self.device_backlog_s * 1e9
+        tat = max(self._own_clock.get(device_id, floor), floor, ts)
+        if over and tat - ts > allowance:
+            raise self._rate_limited()
+        self._own_clock[device_id] = tat + interval
+
+    def _readings(
+        self,
+        route: Route,
+        payload: bytes,
+        default_ts: int,
+        result: BatchResult,
+        recv: int,
+        over: bool,
+    ) -> None:
+        """The regular path: decode (one reading or a batch), derive, validate, format.
+
+        ``over``: the device is over its rate by the gateway's clock, so the message passes
+        only if every reading carries a ts and they fit the rate by the device's own clock.
+        """
         raws = route.codec.decode(payload)
         device_id = route.info.device_id
         params = route.info.params
+        ts_high, ts_low = self._ts_window(recv)
         lines = []
         accepted = []
+        newest: int | None = None  # the message's device time, when it has one
+        all_own = True  # every reading carries the device's ts
         for position, raw in enumerate(raws):
+            where = f"batch item {position}: " if len(raws) > 1 else ""
             try:
                 reading = route.kind.validate(raw, params)
             except DecodeError as err:
-                if len(raws) > 1:
-                    raise DecodeError(err.reason, f"batch item {position}: {err.detail}") from err
+                if where:
+                    raise DecodeError(err.reason, f"{where}{err.detail}") from err
                 raise
             if reading.device_id is not None and reading.device_id != device_id:
                 raise _mismatch(reading.device_id, device_id)
+            if reading.ts is None:
+                all_own = False
+                ts = default_ts + position
+            else:
+                ts = reading.ts
+                if ts > ts_high or ts < ts_low:
+                    raise self._bad_ts(ts, recv, where)
+                newest = ts if newest is None or ts > newest else newest
             fields = route.writer.fields(reading)
             if not fields:
                 raise DecodeError("empty_reading", "no readings in the message")
-            ts = reading.ts if reading.ts is not None else default_ts + position
             lines.append(f"{route.head}{device_id}{route.tail} {fields} {ts}")
             accepted.append(Accepted(route.info, route.topic_kind, reading, ts))
+        if self.device_rate_per_s:
+            if over and not all_own:
+                raise self._rate_limited()
+            if newest is not None:
+                self._charge_own_clock(device_id, newest, recv, over)
         # Only a fully valid message contributes: a bad batch item rejects the whole payload.
         result.lines.extend(lines)
         result.accepted.extend(accepted)
@@ -406,6 +527,23 @@ class Pipeline:
         self._log(item)
 
 
+def _iso(ns: float) -> str:
+    """Epoch nanoseconds as UTC ISO 8601 to the second."""
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _span(ns: float) -> str:
+    """A duration in the unit a reader takes in at a glance: 90 s, 12 min, 5.0 h, 3.2 days."""
+    seconds = ns / 1e9
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
 def parse_status(payload: bytes) -> str:
     """``online``/``offline`` as plain text or ``{"state": ...}``; DecodeError otherwise."""
     text = payload.strip()
@@ -415,6 +553,8 @@ def parse_status(payload: bytes) -> str:
         doc = orjson.loads(text)
     except orjson.JSONDecodeError as err:
         raise DecodeError("malformed_json", f"status payload: {err}") from err
+    if isinstance(doc, dict) and text.count(b",") != max(len(doc) - 1, 0):
+        reject_duplicate_keys(text)  # {"state":"online","state":"offline"} means nothing
     state = doc.get("state") if isinstance(doc, dict) else None
     if state not in ("online", "offline"):
         raise DecodeError(

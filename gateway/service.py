@@ -175,6 +175,9 @@ class Gateway:
             settings.max_payload_bytes,
             device_rate_per_s=settings.device_rate_per_s,
             device_burst=settings.device_burst,
+            ts_max_skew_s=settings.ts_max_skew_s,
+            ts_max_age_s=settings.ts_max_age_s,
+            device_backlog_s=settings.device_backlog_s,
         )
         options = SourceOptions(
             host=settings.mqtt_host,

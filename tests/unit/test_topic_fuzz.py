@@ -23,6 +23,7 @@ from gateway.registry import DeviceInfo
 
 FUZZ = settings(max_examples=300, deadline=None)
 NOW = 1_700_000_000_000_000_000
+NOW_MS = NOW // 1_000_000
 MAX_PAYLOAD = 4096  # above a 1,001-item batch of {}, so batch_too_large is reachable
 
 PATH = (
@@ -68,6 +69,9 @@ PAYLOAD_REASONS = frozenset(
         "no_measurement",
         "topic_mismatch",
         "empty_reading",
+        "duplicate_key",
+        "future_ts",
+        "stale_ts",
     }
 )
 REASONS = TOPIC_REASONS | PAYLOAD_REASONS
@@ -211,8 +215,9 @@ def valid_readings(kind: str) -> st.SearchStrategy[dict[str, Any]]:
     values = {
         spec.key: spec_values(spec) for spec in load_kind(kind).fields if spec.key in model_fields
     }
+    # Around the batch's receive time (NOW): the gateway accepts 7 days back, 5 min ahead.
     values["ts"] = st.sampled_from(
-        [1_764_000_000_000, 1_764_000_000_001, "2025-11-24T16:00:05+08:00", 946_684_800_000]
+        [NOW_MS, NOW_MS + 1, "2023-11-15T06:13:20+08:00", NOW_MS - 6 * 86_400_000, NOW_MS + 299_000]
     )
     required = {key: values.pop(key) for key in list(values) if model_fields[key].is_required()}
     return st.fixed_dictionaries(required, optional=values)
@@ -223,6 +228,7 @@ MUTATIONS = (
     None, None, None, None,
     "out_of_range", "unknown_field", "wrong_type", "missing", "not_utf8", "not_object", "bad_json",
     "invalid_value", "oversized", "batch_too_large",
+    "duplicate_key", "future_ts", "stale_ts", "boolean",
 )  # fmt: skip
 
 
@@ -267,6 +273,16 @@ def _mutate(draw: st.DrawFn, kind: str, doc: dict[str, Any]) -> bytes | None:
         return to_json(doc) + b" " * MAX_PAYLOAD
     elif mutation == "batch_too_large":
         return b"[" + b"{}," * 1000 + b"{}]"
+    elif mutation == "duplicate_key" and doc:
+        key = draw(st.sampled_from(sorted(doc)))
+        return to_json(doc)[:-1] + b"," + to_json({key: doc[key]})[1:]
+    elif mutation == "future_ts":
+        ahead = [NOW_MS + 301_000, NOW_MS + 86_400_000, 4_000_000_000_000]
+        doc["ts"] = draw(st.sampled_from(ahead))
+    elif mutation == "stale_ts":
+        doc["ts"] = draw(st.sampled_from([NOW_MS - 8 * 86_400_000, 946_684_800_000]))
+    elif mutation == "boolean" and numeric:
+        doc[draw(st.sampled_from(numeric)).key] = draw(st.booleans())
     return None
 
 
