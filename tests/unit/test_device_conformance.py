@@ -6,6 +6,8 @@ codec, or without a known codec prefix with the kind's one binary codec (``json`
 ``invalid/<reason>__[<codec>__]<name>.<ext>`` must be rejected with DecodeError ``reason``
 by the codec or by ``KIND.validate``. ``params.json`` (optional) holds install parameters
 for ``validate`` and the simulator. Rules (``rules.yaml``) share one shape, see ``RULE_KEYS``.
+Every field takes its own JSON type only and no key may repeat, on both validation paths
+(see the last section; derived from the field tables and samples, so new kinds too).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import orjson
 import pytest
 import yaml
+from pydantic import ValidationError
 from pydantic.fields import FieldInfo
 
 import devices.base
@@ -393,3 +396,132 @@ def test_simulator_bad_payloads_are_rejected(kind_name: str) -> None:
         sim = kind.simulator("sim-bad", kind.codecs[codec], params, rng, kind.heartbeat_s)
         with pytest.raises(DecodeError):
             _decode_and_validate(kind, codec, sim.bad_payload().payload)
+
+
+# -- strict fields and unique keys (issue 14) ---------------------------------------------
+#
+# Derived from each kind's field table, so a new kind is checked the same way: a payload
+# whose meaning would have to be guessed (true as a number, "12.5" as a number, 0/1 as a
+# flag, a key given twice) is refused on both paths the gateway takes, the regular one
+# (codec, derive, ``validate_python``) and the JSON fast path (``validate_json``).
+
+#: What each field type must refuse (as ``wrong_type``), what lax parsing would have guessed.
+GUESSES: dict[str, list[Any]] = {
+    "float": [True, False, "1", "12.5", "nan", "1_000", None],
+    "int": [True, False, "1", 1.5, 12.0, None],
+    "bool": [0, 1, "true", "false", "1", None],
+    "str": [1, 1.5, True, None],
+}
+
+
+def _base_reading(kind: DeviceKind) -> dict[str, Any]:
+    """The kind's first valid single-object JSON sample, as a dict."""
+    for path in sorted((DEVICES_DIR / kind.name / "samples" / "valid").glob("*.json")):
+        doc = orjson.loads(path.read_bytes())
+        if isinstance(doc, dict):
+            return dict(doc)
+    raise AssertionError(f"{kind.name} has no valid single-object JSON sample")
+
+
+def _strict_cases() -> list[Any]:
+    found = []
+    for kind_name in KINDS:
+        kind = load_kind(kind_name)
+        for spec in kind.fields:
+            if spec.key not in kind.model.model_fields:
+                continue  # computed (written, never sent)
+            for guess in GUESSES[spec.type]:
+                # None stands for the positive control: a value of the right type
+                value = "__proper__" if guess is None else guess
+                found.append(
+                    pytest.param(kind_name, spec.key, value, id=f"{kind_name}.{spec.key}={value!r}")
+                )
+    return found
+
+
+def _proper_value(kind: DeviceKind, spec: FieldSpec, base: dict[str, Any]) -> Any:
+    if spec.key in base:
+        return base[spec.key]
+    if spec.type == "bool":
+        return True
+    if spec.type == "str":
+        return spec.choices[0] if spec.choices else "x"
+    low = spec.minimum if spec.minimum is not None else 0
+    return int(low) if spec.type == "int" else float(low)
+
+
+@pytest.mark.parametrize(("kind_name", "key", "value"), _strict_cases())
+def test_fields_take_their_own_json_type_only(kind_name: str, key: str, value: Any) -> None:
+    kind = load_kind(kind_name)
+    base = _base_reading(kind)
+    spec = kind.field(key)
+    proper = value == "__proper__"
+    raw = {**base, key: _proper_value(kind, spec, base) if proper else value}
+    payload = orjson.dumps(raw)
+    fast = kind.model.__pydantic_validator__.validate_json
+    if proper:
+        assert _decode_and_validate(kind, "json", payload)
+        assert fast(payload) is not None
+        return
+    with pytest.raises(DecodeError) as caught:
+        _decode_and_validate(kind, "json", payload)
+    assert caught.value.reason == "wrong_type", str(caught.value)
+    assert f"{kind_name}.{key}" in caught.value.detail
+    with pytest.raises(ValidationError):
+        fast(payload)
+
+
+def _pairs_json(pairs: list[tuple[str, Any]]) -> bytes:
+    return b"{" + b",".join(orjson.dumps(k) + b":" + orjson.dumps(v) for k, v in pairs) + b"}"
+
+
+def _duplicated(doc: Any, item: int | None, key: str, value: Any) -> bytes:
+    """The sample with ``key`` given a second time (in batch item ``item``)."""
+    if item is None:
+        return _pairs_json([*doc.items(), (key, value)])
+    items = [orjson.dumps(x) for x in doc]
+    items[item] = _pairs_json([*doc[item].items(), (key, value)])
+    return b"[" + b",".join(items) + b"]"
+
+
+def _duplicate_cases() -> list[Any]:
+    found = []
+    for kind_name in KINDS:
+        for path in sorted((DEVICES_DIR / kind_name / "samples" / "valid").glob("*.json")):
+            doc = orjson.loads(path.read_bytes())
+            objects = [(None, doc)] if isinstance(doc, dict) else list(enumerate(doc))
+            for item, obj in objects[:2]:
+                for key in obj:
+                    name = f"{kind_name}/{path.name}[{item}].{key}"
+                    found.append(pytest.param(kind_name, path, item, key, id=name))
+    return found
+
+
+@pytest.mark.parametrize(("kind_name", "path", "item", "key"), _duplicate_cases())
+def test_a_key_given_twice_is_a_dead_letter_on_every_path(
+    kind_name: str, path: Path, item: int | None, key: str
+) -> None:
+    # Through the pipeline (the fast path for kinds without derived readings, the regular
+    # path for the others), with the same value again and with another one.
+    from gateway.mqtt_source import Batch
+    from gateway.pipeline import Pipeline
+    from gateway.registry import DeviceInfo
+
+    kind = load_kind(kind_name)
+    doc = orjson.loads(path.read_bytes())
+    readings = _decode_and_validate(kind, "json", path.read_bytes())
+    stamps = [r.ts for r in readings if r.ts is not None]
+    recv = max(stamps) if stamps else int(T0 * 1e9)
+    info = DeviceInfo("dev-1", kind_name, "M", "json", _kind_params(kind_name))
+    pipeline = Pipeline({"dev-1": info}.get)
+    topic = b"scc/v1/dev-1/telemetry"
+    obj = doc if item is None else doc[item]
+    where = "" if item is None or not isinstance(doc, list) else f"batch item {item}: "
+    original = pipeline.process(Batch([topic], [path.read_bytes()], [], 1, recv))
+    assert original.rejected == [] and original.lines
+    for value in (obj[key], None, "other"):
+        payload = _duplicated(doc, item if isinstance(doc, list) else None, key, value)
+        result = pipeline.process(Batch([topic], [payload], [], 1, recv))
+        assert [r.reason for r in result.rejected] == ["duplicate_key"], (payload, result)
+        assert f"{where}key {key!r} appears more than once" in result.rejected[0].detail
+        assert result.lines == [] and result.accepted == []
