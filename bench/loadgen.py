@@ -20,7 +20,9 @@ from gateway import mqtt_wire as wire
 
 #: Share of each kind in a community (smoke detectors dominate, as in the demo fixture).
 MIX = (("smoke", 0.70), ("bin", 0.12), ("manhole", 0.08), ("throw_camera", 0.10))
-T0_MS = 1_764_000_000_000
+#: Device time of the first message (epoch ms): an hour before the run, so that every
+#: message lies within what the gateway accepts (7 days back, 5 minutes ahead).
+T0_MS = (int(time.time()) - 3600) * 1000
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,22 +46,22 @@ def grown(array: np.ndarray, capacity: int, fill: object) -> np.ndarray:
     return bigger
 
 
-def ordering_times(ts: IntArray, received_ns: int) -> IntArray:
-    """The times the engine orders and times readings by: the device's own ``ts``, but never
-    later than when the batch was received.
+def ordering_times(ts: IntArray, received_ns: int) -> tuple[IntArray, BoolArray | None]:
+    """The times the engine orders and times readings by, and which rows were ahead.
 
-    A device clock ahead of the gateway's (within the accepted skew, or a reading without a
-    ts stamped a little after the batch's receive time) would otherwise make every later,
-    correct reading of that device look older than the last one applied, and so change no
-    alert state until the clock caught up: one payload could mute a fire alarm. Clamped
-    rows keep their arrival order, one nanosecond apart just after ``received_ns``, so two of
-    them are never taken for the same reading.
+    A reading's time is the device's own ``ts``, but never later than when the batch was
+    received: rows ahead of that (a device clock running fast, within the accepted skew, or
+    a reading without a ts stamped just after the receive time) get the receive time, one
+    nanosecond apart in arrival order so that two are never taken for the same reading. The
+    mask (None when no row was ahead) tells ``prepare`` not to let those rows move the
+    device's "latest reading" mark: otherwise one payload from the future would make every
+    later reading of that device look late, and change no alert state (a muted fire alarm).
     """
-    late = ts > received_ns
-    if not late.any():
-        return ts
-    rank = np.cumsum(late, dtype=np.int64)  # 1, 2, ... over the clamped rows, in input order
-    return np.where(late, received_ns + rank, ts)
+    ahead = ts > received_ns
+    if not ahead.any():
+        return ts, None
+    rank = np.cumsum(ahead, dtype=np.int64)  # 1, 2, ... over the rows ahead, in input order
+    return np.where(ahead, received_ns + rank, ts), ahead
 
 
 class KindTable:
@@ -126,16 +126,21 @@ class KindTable:
             ]
         idx = np.array(positions, dtype=np.int64)
         ts = np.array([row.ts_ns for row in rows], dtype=np.int64)
+        ahead = None
         if received_ns is not None:
-            ts = ordering_times(ts, received_ns)
+            ts, ahead = ordering_times(ts, received_ns)
         ordered = list(rows)
         if len(ts) > 1 and bool((ts[1:] < ts[:-1]).any()):
             order = np.argsort(ts, kind="stable")
             idx, ts = idx[order], ts[order]
             ordered = [ordered[i] for i in order.tolist()]
+            ahead = None if ahead is None else ahead[order]
         fresh = ts > self.last_reading[idx]
         multi = self._repeated(idx, ts, fresh)
-        np.maximum.at(self.last_reading, idx, ts)
+        if ahead is None:
+            np.maximum.at(self.last_reading, idx, ts)
+        else:  # rows from ahead of the receive time apply, but set no "latest" mark
+            np.maximum.at(self.last_reading, idx[~ahead], ts[~ahead])
         activity = ts if received_ns is None else np.full(len(ts), received_ns, dtype=np.int64)
         np.maximum.at(self.last_activity, idx, activity)
         columns = Columns([row.values for row in ordered], vocab)

@@ -43,8 +43,10 @@ from gateway.services import ServiceError, influx_query
 
 REPO = Path(__file__).resolve().parents[2]
 
-#: Device timestamps of the numbered streams start here (epoch ms, 2025-11-24).
-T0_MS = 1_764_000_000_000
+#: Device timestamps of the numbered streams start here (epoch ms): two hours before the
+#: suite started, so that they stay within what the gateway accepts (7 days back, 5 minutes
+#: ahead of its clock) and a stream of a million messages (ts T0_MS + n) stays in the past.
+T0_MS = (int(time.time()) - 7200) * 1000
 
 HIERARCHY = {
     "code": "ST1", "level": "street", "name": "望京街道", "children": [

@@ -194,7 +194,7 @@ def flood(
         flood_messages = [
             (
                 f"scc/v1/{FLOOD_DEVICE}/telemetry",
-                b'{"state":"normal","seq":%d,"ts":%d}' % (n + 1, T0_MS + 10_000_000 + n),
+                b'{"state":"normal","seq":%d,"ts":%d}' % (n + 1, T0_MS + 1_000_000 + n),
             )
             for n in range(FLOOD)
         ]

@@ -3,7 +3,9 @@ binary, plus bad ones, through a real Mosquitto into a real InfluxDB."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -62,7 +64,11 @@ bin-2,bin,SB-200,json,C1,,depth_mm=1000,2024-04-12
 mh-1,manhole,EM310-TILT,em310-tilt,C1,,depth_cm=300,2024-04-12
 mh-2,manhole,MC-100,json,C1,,depth_cm=300,2024-04-12
 """
-T0 = 1_764_000_000_000  # epoch ms
+#: Device time of the known messages (epoch ms): an hour ago, within what the gateway
+#: accepts (7 days back, 5 minutes ahead of its clock).
+T0 = (int(time.time()) - 3600) * 1000
+#: The smoke-2 alarm's ISO 8601 ts (five seconds after T0, written in UTC+8).
+ISO_TS = datetime.fromtimestamp(T0 / 1000 + 5, timezone(timedelta(hours=8))).isoformat()
 
 GOOD = [
     (
@@ -76,7 +82,7 @@ GOOD = [
     ),
     (
         "scc/v1/smoke-2/event",
-        b'{"state":"alarm","event":"alarm_raised","smoke":0.3,"ts":"2025-11-24T16:00:05+08:00"}',
+        b'{"state":"alarm","event":"alarm_raised","smoke":0.3,"ts":"%s"}' % ISO_TS.encode(),
     ),
     (
         "scc/v1/cam-1/event",
@@ -183,7 +189,7 @@ def test_known_messages_end_up_exactly_as_expected(
         first["seq"],
     ) == ("normal", 0.02, 21.5, 88.0, 1)
     assert smoke[(T0 + 3000) * 1_000_000]["state"] == "alarm"
-    iso = 1_763_971_205_000_000_000  # 2025-11-24T16:00:05+08:00
+    iso = (T0 + 5000) * 1_000_000  # ISO_TS
     assert smoke[iso]["event"] == "alarm_raised"
 
     (camera,) = rows(influxdb.url, influx_db, "throw_camera")

@@ -167,9 +167,23 @@ def test_a_device_clock_behind_keeps_its_own_order_and_dedup() -> None:
 
 def test_clamped_readings_keep_their_arrival_order_one_ns_apart() -> None:
     ts = np.array([T0 - 5, T0 + 10 * S, T0, T0 + 3 * S, T0 + 2], dtype=np.int64)
-    assert ordering_times(ts, T0).tolist() == [T0 - 5, T0 + 1, T0, T0 + 2, T0 + 3]
+    clamped, ahead = ordering_times(ts, T0)
+    assert clamped.tolist() == [T0 - 5, T0 + 1, T0, T0 + 2, T0 + 3]
+    assert ahead is not None and ahead.tolist() == [False, True, False, True, True]
     untouched = np.array([T0 - S, T0], dtype=np.int64)
-    assert ordering_times(untouched, T0) is untouched
+    assert ordering_times(untouched, T0) == (untouched, None)
+
+
+@pytest.mark.parametrize("lag", [1, 20, 250])
+def test_a_device_clock_behind_is_not_muted_by_a_reading_from_the_future(lag: float) -> None:
+    # A device whose clock is behind the gateway's: after one reading ahead of the receive
+    # time, its real alarms (ts = receive time - lag) still raise, as without that reading.
+    rules, steps, kind, device, rule_id, expected = SCENARIOS["fire alarm (when)"]
+    behind = [Step(s.at, s.kind, s.device, s.values, lag) for s in steps]
+    first = Observation(device, kind, T0 + 299 * S, BENIGN[kind], TAGS)
+    baseline = play(rules, behind)
+    assert fires(baseline, rule_id) == expected
+    assert play(rules, behind, first) == baseline
 
 
 def test_two_readings_from_the_future_in_one_batch_apply_in_arrival_order() -> None:
