@@ -12,7 +12,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import cast
 
 import orjson
@@ -22,16 +21,17 @@ from devices import KINDS, load_kind
 from devices.base import (
     JSON_CODEC,
     TOPIC_KINDS,
-    TS_MIN_MS,
     Codec,
     DecodeError,
     DeviceKind,
     Reading,
     reject_duplicate_keys,
 )
+from gateway.limits import DeviceLimits
 from gateway.lineproto import FieldWriter, escape_string_field, series_prefix
 from gateway.mqtt_source import Batch
 from gateway.registry import DeviceInfo
+from gateway.rejectlog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -121,52 +121,6 @@ def device_tags(info: DeviceInfo) -> dict[str, str]:
     return tags
 
 
-class RateLimitedLog:
-    """Logs rejections without flooding: the first per (reason, device), then once per
-    ``interval_s`` with a count, and never more than ``max_lines`` lines per interval overall."""
-
-    def __init__(
-        self, interval_s: float = 60.0, max_lines: int = 20, max_keys: int = 10_000
-    ) -> None:
-        self.interval_s = interval_s
-        self.max_lines = max_lines
-        self.max_keys = max_keys
-        self._last: dict[tuple[str, str | None], tuple[float, int]] = {}
-        self._window_start = -1e18
-        self._window_lines = 0
-        self._window_dropped = 0
-
-    def __call__(self, item: Rejected) -> None:
-        key = (item.reason, item.device_id)
-        now = time.monotonic()
-        last, suppressed = self._last.get(key, (-1e18, 0))
-        if now - last < self.interval_s:
-            self._last[key] = (last, suppressed + 1)
-            return
-        if now - self._window_start >= self.interval_s:
-            if self._window_dropped:
-                log.warning(
-                    "%d more rejections were not logged (see dead letters)", self._window_dropped
-                )
-            self._window_start, self._window_lines, self._window_dropped = now, 0, 0
-        if self._window_lines >= self.max_lines:
-            self._window_dropped += 1
-            return
-        self._window_lines += 1
-        if len(self._last) >= self.max_keys:
-            self._last.clear()
-        self._last[key] = (now, 0)
-        more = f" ({suppressed} more since last report)" if suppressed else ""
-        log.warning(
-            "rejected %s from %s on %s: %s%s",
-            item.reason,
-            item.device_id or "?",
-            item.topic,
-            item.detail,
-            more,
-        )
-
-
 class Pipeline:
     """Turns batches of raw MQTT messages into points, rejections and accepted readings."""
 
@@ -184,20 +138,12 @@ class Pipeline:
         device_backlog_s: float = 86400.0,
     ) -> None:
         self._lookup = lookup
-        # Per-device rate limit (see ``process``): a flooding device is throttled (its excess
-        # is kept as dead letters, reason rate_limited), so it cannot crowd out the others.
-        self.device_rate_per_s = device_rate_per_s
-        self.device_burst = float(device_burst)
-        # One number per device (generic cell rate algorithm): the time, in ns, at which its
-        # bucket would be full again; a bucket is empty once that is a whole burst ahead.
-        self._buckets: dict[str, float] = {}
-        # The same on the device's own clock (its ``ts``), for readings it delivers late.
-        self._own_clock: dict[str, float] = {}
-        self.device_backlog_s = device_backlog_s
-        # Device timestamps are accepted from ts_max_age_s before to ts_max_skew_s after the
-        # batch's receive time (future_ts / stale_ts otherwise).
-        self.ts_max_skew_s = ts_max_skew_s
-        self.ts_max_age_s = ts_max_age_s
+        # The device-time window and the per-device rate limit (gateway.limits): a flooding
+        # device is throttled (its excess kept as rate_limited dead letters), so it cannot
+        # crowd out the others; an outage backlog with the devices' own ts is kept.
+        self.limits = DeviceLimits(
+            device_rate_per_s, device_burst, ts_max_skew_s, ts_max_age_s, device_backlog_s
+        )
         self.lookup_retry_s = lookup_retry_s
         self.max_payload_bytes = max_payload_bytes
         self._routes: dict[bytes, Route] = {}
@@ -307,14 +253,7 @@ class Pipeline:
     def process(self, batch: Batch) -> BatchResult:  # noqa: PLR0912, PLR0915 - see above
         """Handle every message of the batch; never raises for bad input.
 
-        The rate limit: a device may send ``device_rate_per_s`` messages a second (burst
-        ``device_burst``) by the gateway's clock. Past that, a message still passes when its
-        readings carry the device's own ``ts`` and are within the same rate by the device's
-        clock: an outage backlog (readings spaced as the device took them, delivered at
-        once) is kept, a flood (no ts, or many readings per device second) is not. Every
-        message with a ts counts against that own-clock budget, which never reaches further
-        back than ``device_backlog_s``; so a device that fakes its times gains at most that
-        much of its own time once, not a way around the limit.
+        Device times outside the window and the rate limit: see ``gateway.limits``.
         """
         result = BatchResult()
         recv = batch.received_ns
@@ -322,19 +261,15 @@ class Pipeline:
         last_seen = self.last_seen
         by_kind = result.messages_by_kind
         max_payload = self.max_payload_bytes
-        ts_high, ts_low = self._ts_window(recv)
-        # Per-device rate limit, inlined (it runs for every message): one float per device,
-        # the time its bucket is full again (generic cell rate algorithm); a bucket is empty
-        # once that lies a whole burst ahead.
-        rate = self.device_rate_per_s
-        buckets = self._buckets
-        own_clock = self._own_clock
-        interval = 1e9 / rate if rate else 0.0
-        allowance = (self.device_burst - 1.0) * interval
-        floor = recv - self.device_backlog_s * 1e9
-        if len(buckets) > 2_000_000 or len(own_clock) > 2_000_000:
-            buckets.clear()
-            own_clock.clear()
+        limits = self.limits
+        limits.trim()
+        ts_high, ts_low = limits.window(recv)
+        # The rate limit, inlined (it runs for every message): per device the time its
+        # bucket is full again, by the gateway's clock and by the device's own.
+        rate = limits.rate_per_s
+        buckets, own_clock = limits.live, limits.own
+        interval, allowance = limits.interval_ns, limits.allowance_ns
+        floor = limits.floor(recv)
         lines_append = result.lines.append
         accepted_append = result.accepted.append
         for index, (topic, payload) in enumerate(zip(batch.topics, batch.payloads, strict=True)):
@@ -372,11 +307,11 @@ class Pipeline:
                     ts = reading.ts
                     if ts is None:
                         if over:
-                            raise self._rate_limited()
+                            raise limits.rate_limited()
                         ts = recv + index * 1000
                     else:
                         if ts > ts_high or ts < ts_low:
-                            raise self._bad_ts(ts, recv, "")
+                            raise limits.bad_ts(ts, recv)
                         if rate:
                             tat = own_clock.get(device_id, floor)
                             if tat < floor:  # noqa: PLR1730 - cheaper than max(), as above
@@ -384,7 +319,7 @@ class Pipeline:
                             if tat < ts:  # noqa: PLR1730
                                 tat = ts
                             if over and tat - ts > allowance:
-                                raise self._rate_limited()
+                                raise limits.rate_limited()
                             own_clock[device_id] = tat + interval
                     fields = route.writer.fields(reading)
                     if not fields:
@@ -393,7 +328,7 @@ class Pipeline:
                     accepted_append(Accepted(route.info, route.topic_kind, reading, ts))
                 elif route.topic_kind == "status":
                     if over:
-                        raise self._rate_limited()
+                        raise limits.rate_limited()
                     self._status(route, payload, recv + index * 1000, result)
                 else:
                     self._readings(route, payload, recv + index * 1000, result, recv, over)
@@ -409,46 +344,6 @@ class Pipeline:
             last_seen[device_id] = recv
             by_kind[route.info.kind] += 1
         return result
-
-    def _ts_window(self, recv: int) -> tuple[int, int]:
-        """The device timestamps accepted in a batch received at ``recv``: (latest, earliest)."""
-        high = recv + round(self.ts_max_skew_s * 1e9)
-        low = max(recv - round(self.ts_max_age_s * 1e9), TS_MIN_MS * 1_000_000)
-        return high, low
-
-    def _bad_ts(self, ts: int, recv: int, where: str) -> DecodeError:
-        """``future_ts`` or ``stale_ts`` for a device time outside the accepted window."""
-        if ts > recv:
-            return DecodeError(
-                "future_ts",
-                f"{where}ts {_iso(ts)} is {_span(ts - recv)} ahead of the gateway clock "
-                f"({_iso(recv)}); at most {_span(self.ts_max_skew_s * 1e9)} allowed "
-                "(ts_max_skew_s)",
-            )
-        return DecodeError(
-            "stale_ts",
-            f"{where}ts {_iso(ts)} is {_span(recv - ts)} older than the gateway clock "
-            f"({_iso(recv)}); at most {_span(self.ts_max_age_s * 1e9)} allowed (ts_max_age_s)",
-        )
-
-    def _rate_limited(self) -> DecodeError:
-        return DecodeError(
-            "rate_limited",
-            f"device sends more than {self.device_rate_per_s:g} msg/s "
-            f"(burst {self.device_burst:g}), by the gateway's clock and by its own ts; "
-            "message kept as a dead letter",
-        )
-
-    def _charge_own_clock(self, device_id: str, ts: int, recv: int, over: bool) -> None:
-        """Count a message with device time ``ts`` against the device's own-clock budget;
-        ``rate_limited`` when it is over the gateway-clock rate (``over``) and this too."""
-        interval = 1e9 / self.device_rate_per_s
-        allowance = (self.device_burst - 1.0) * interval
-        floor = recv - self.device_backlog_s * 1e9
-        tat = max(self._own_clock.get(device_id, floor), floor, ts)
-        if over and tat - ts > allowance:
-            raise self._rate_limited()
-        self._own_clock[device_id] = tat + interval
 
     def _readings(
         self,
@@ -467,7 +362,8 @@ class Pipeline:
         raws = route.codec.decode(payload)
         device_id = route.info.device_id
         params = route.info.params
-        ts_high, ts_low = self._ts_window(recv)
+        limits = self.limits
+        ts_high, ts_low = limits.window(recv)
         lines = []
         accepted = []
         newest: int | None = None  # the message's device time, when it has one
@@ -488,18 +384,18 @@ class Pipeline:
             else:
                 ts = reading.ts
                 if ts > ts_high or ts < ts_low:
-                    raise self._bad_ts(ts, recv, where)
+                    raise limits.bad_ts(ts, recv, where)
                 newest = ts if newest is None or ts > newest else newest
             fields = route.writer.fields(reading)
             if not fields:
                 raise DecodeError("empty_reading", "no readings in the message")
             lines.append(f"{route.head}{device_id}{route.tail} {fields} {ts}")
             accepted.append(Accepted(route.info, route.topic_kind, reading, ts))
-        if self.device_rate_per_s:
+        if limits.rate_per_s:
             if over and not all_own:
-                raise self._rate_limited()
+                raise limits.rate_limited()
             if newest is not None:
-                self._charge_own_clock(device_id, newest, recv, over)
+                limits.charge_own_clock(device_id, newest, recv, over)
         # Only a fully valid message contributes: a bad batch item rejects the whole payload.
         result.lines.extend(lines)
         result.accepted.extend(accepted)
@@ -525,23 +421,6 @@ class Pipeline:
         item = Rejected(recv, topic.decode("utf-8", "replace"), device_id, reason, detail, payload)
         result.rejected.append(item)
         self._log(item)
-
-
-def _iso(ns: float) -> str:
-    """Epoch nanoseconds as UTC ISO 8601 to the second."""
-    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _span(ns: float) -> str:
-    """A duration in the unit a reader takes in at a glance: 90 s, 12 min, 5.0 h, 3.2 days."""
-    seconds = ns / 1e9
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172_800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
 
 
 def parse_status(payload: bytes) -> str:

@@ -1,0 +1,122 @@
+"""Per-device limits the pipeline applies: the accepted window of device time, and the rate.
+
+**Device time.** A reading's ``ts`` must lie from ``ts_max_age_s`` before to ``ts_max_skew_s``
+after the batch's receive time (and never before 2000): ``stale_ts`` or ``future_ts``
+otherwise. A clock gone wrong (a dead RTC battery reads 2099 or 1970) would otherwise write
+points far from their time and, through the rules engine's ordering, make the device's later
+readings look late.
+
+**Rate.** A device may send ``rate_per_s`` messages a second (``burst`` at once) by the
+gateway's clock: a generic cell rate algorithm with one float per device, the time at which
+its bucket is full again (``live``). Past that, a message still passes when all its readings
+carry the device's ``ts`` and those fit the same rate by the device's own clock (``own``,
+the same algorithm over device time): an outage backlog, readings spaced as the device took
+them but delivered at once, is kept; a flood (no ts, many readings per device second, or a
+past older than what the device already reported) is not. Every accepted message with a ts
+counts against the own-clock budget, whose credit never reaches further back than
+``backlog_s``: a device that makes its times up gains at most that much of its own time,
+once, not a way around the limit.
+
+The per-message checks are inlined in ``Pipeline.process`` (each Python call there costs
+~0.1 us); this module holds the state, the settings and the rarer paths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from devices.base import TS_MIN_MS, DecodeError
+
+NS = 1_000_000_000
+
+
+def iso(ns: float) -> str:
+    """Epoch nanoseconds as UTC ISO 8601 to the second."""
+    return datetime.fromtimestamp(ns / NS, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def span(ns: float) -> str:
+    """A duration in the unit a reader takes in at a glance: 90 s, 12 min, 5.0 h, 3.2 days."""
+    seconds = ns / NS
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+@dataclass(slots=True)
+class DeviceLimits:
+    """Settings and per-device state of the time window and the rate limit."""
+
+    rate_per_s: float = 0.0  # 0: no rate limit
+    burst: int = 200
+    ts_max_skew_s: float = 300.0
+    ts_max_age_s: float = 7 * 86400.0
+    backlog_s: float = 86400.0
+    #: Per device: when its bucket is full again, by the gateway's clock (ns).
+    live: dict[str, float] = field(default_factory=dict)
+    #: The same by the device's own clock (its ts, ns).
+    own: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def interval_ns(self) -> float:
+        """One message's share of a second at the allowed rate (0 without a limit)."""
+        return NS / self.rate_per_s if self.rate_per_s else 0.0
+
+    @property
+    def allowance_ns(self) -> float:
+        """How far ahead of now a bucket may be full again: a burst less one message."""
+        return (self.burst - 1.0) * self.interval_ns
+
+    def window(self, recv: int) -> tuple[int, int]:
+        """The device times accepted in a batch received at ``recv``: (latest, earliest)."""
+        high = recv + round(self.ts_max_skew_s * NS)
+        low = max(recv - round(self.ts_max_age_s * NS), TS_MIN_MS * 1_000_000)
+        return high, low
+
+    def floor(self, recv: int) -> float:
+        """The earliest device time the own-clock budget reaches back to."""
+        return recv - self.backlog_s * NS
+
+    def trim(self) -> None:
+        """Bound memory: forget every bucket once there are more than two million."""
+        if len(self.live) > 2_000_000 or len(self.own) > 2_000_000:
+            self.live.clear()
+            self.own.clear()
+
+    def bad_ts(self, ts: int, recv: int, where: str = "") -> DecodeError:
+        """``future_ts`` or ``stale_ts`` for a device time outside ``window(recv)``."""
+        if ts > recv:
+            return DecodeError(
+                "future_ts",
+                f"{where}ts {iso(ts)} is {span(ts - recv)} ahead of the gateway clock "
+                f"({iso(recv)}); at most {span(self.ts_max_skew_s * NS)} allowed "
+                "(ts_max_skew_s)",
+            )
+        return DecodeError(
+            "stale_ts",
+            f"{where}ts {iso(ts)} is {span(recv - ts)} older than the gateway clock "
+            f"({iso(recv)}); at most {span(self.ts_max_age_s * NS)} allowed (ts_max_age_s)",
+        )
+
+    def rate_limited(self) -> DecodeError:
+        """The rejection of a message over the rate by both clocks."""
+        return DecodeError(
+            "rate_limited",
+            f"device sends more than {self.rate_per_s:g} msg/s (burst {self.burst}), by the "
+            "gateway's clock and by its own ts; message kept as a dead letter",
+        )
+
+    def charge_own_clock(self, device_id: str, ts: int, recv: int, over: bool) -> None:
+        """Count a message with device time ``ts`` against the device's own-clock budget;
+        ``rate_limited`` when it is over the rate by the gateway's clock (``over``) and by
+        this one too. (The same as the inlined fast-path code in ``Pipeline.process``.)"""
+        floor = self.floor(recv)
+        tat = max(self.own.get(device_id, floor), floor, ts)
+        if over and tat - ts > self.allowance_ns:
+            raise self.rate_limited()
+        self.own[device_id] = tat + self.interval_ns
