@@ -262,14 +262,13 @@ class Pipeline:
         by_kind = result.messages_by_kind
         max_payload = self.max_payload_bytes
         limits = self.limits
-        limits.trim()
-        ts_high, ts_low = limits.window(recv)
+        limits.begin(recv)
+        ts_high, ts_low = limits.high, limits.low
         # The rate limit, inlined (it runs for every message): per device the time its
         # bucket is full again, by the gateway's clock and by the device's own.
         rate = limits.rate_per_s
         buckets, own_clock = limits.live, limits.own
-        interval, allowance = limits.interval_ns, limits.allowance_ns
-        floor = limits.floor(recv)
+        interval, allowance, floor = limits.interval, limits.allowance, limits.floor
         lines_append = result.lines.append
         accepted_append = result.accepted.append
         for index, (topic, payload) in enumerate(zip(batch.topics, batch.payloads, strict=True)):
@@ -363,18 +362,17 @@ class Pipeline:
         device_id = route.info.device_id
         params = route.info.params
         limits = self.limits
-        ts_high, ts_low = limits.window(recv)
+        ts_high, ts_low = limits.high, limits.low
         lines = []
         accepted = []
-        newest: int | None = None  # the message's device time, when it has one
+        newest = -1  # the message's device time (its newest ts), -1 when it has none
         all_own = True  # every reading carries the device's ts
         for position, raw in enumerate(raws):
-            where = f"batch item {position}: " if len(raws) > 1 else ""
             try:
                 reading = route.kind.validate(raw, params)
             except DecodeError as err:
-                if where:
-                    raise DecodeError(err.reason, f"{where}{err.detail}") from err
+                if len(raws) > 1:
+                    raise DecodeError(err.reason, f"batch item {position}: {err.detail}") from err
                 raise
             if reading.device_id is not None and reading.device_id != device_id:
                 raise _mismatch(reading.device_id, device_id)
@@ -384,8 +382,10 @@ class Pipeline:
             else:
                 ts = reading.ts
                 if ts > ts_high or ts < ts_low:
+                    where = f"batch item {position}: " if len(raws) > 1 else ""
                     raise limits.bad_ts(ts, recv, where)
-                newest = ts if newest is None or ts > newest else newest
+                if ts > newest:  # noqa: PLR1730 - an if costs less than max() here
+                    newest = ts
             fields = route.writer.fields(reading)
             if not fields:
                 raise DecodeError("empty_reading", "no readings in the message")
@@ -394,8 +394,8 @@ class Pipeline:
         if limits.rate_per_s:
             if over and not all_own:
                 raise limits.rate_limited()
-            if newest is not None:
-                limits.charge_own_clock(device_id, newest, recv, over)
+            if newest >= 0:
+                limits.charge_own_clock(device_id, newest, over)
         # Only a fully valid message contributes: a bad batch item rejects the whole payload.
         result.lines.extend(lines)
         result.accepted.extend(accepted)

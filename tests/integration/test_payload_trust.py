@@ -125,7 +125,8 @@ GUESSES: list[tuple[str, bytes, str]] = [
     ("smoke-b1", b'{"state":"alarm","state":"normal"}', "duplicate_key"),
     ("smoke-b1", b'{"state":"normal","state":"alarm"}', "duplicate_key"),
     ("smoke-b1", b'{"state":"normal","smoke":0.01,"smoke":0.5}', "duplicate_key"),
-    ("smoke-b1", b'[{"state":"normal"},{"state":"normal","battery":9,"battery":90}]', "duplicate_key"),
+    ("smoke-b1", b'[{"state":"normal"},{"state":"normal","battery":9,"battery":90}]',
+     "duplicate_key"),
     ("smoke-b1", b'{"state":"normal","ts":%d}' % (NOW_MS + 86_400_000), "future_ts"),
     ("smoke-b1", b'{"state":"alarm","ts":%d}' % (NOW_MS - 8 * 86_400_000), "stale_ts"),
     ("smoke-b1", b'{"state":"alarm","ts":1732780800}', "stale_ts"),  # seconds
@@ -137,7 +138,8 @@ GUESSES: list[tuple[str, bytes, str]] = [
     ("mh-b1", b'{"tilt":2.0,"alarm_x":"true"}', "wrong_type"),
     ("mh-b1", b'{"state":"normal","state":"opened"}', "duplicate_key"),
     ("cam-b1", b'{"event":"throw","floor_estimate":true,"confidence":0.9}', "wrong_type"),
-    ("cam-b1", b'{"event":"heartbeat","event":"throw","floor_estimate":3,"confidence":1}', "duplicate_key"),
+    ("cam-b1", b'{"event":"heartbeat","event":"throw","floor_estimate":3,"confidence":1}',
+     "duplicate_key"),
 ]  # fmt: skip
 STATUS_GUESS = ("scc/v1/smoke-b1/status", b'{"state":"online","state":"offline"}', "duplicate_key")
 
