@@ -10,12 +10,15 @@ readings look late.
 gateway's clock: a generic cell rate algorithm with one float per device, the time at which
 its bucket is full again (``live``). Past that, a message still passes when all its readings
 carry the device's ``ts`` and those fit the same rate by the device's own clock (``own``,
-the same algorithm over device time): an outage backlog, readings spaced as the device took
-them but delivered at once, is kept; a flood (no ts, many readings per device second, or a
-past older than what the device already reported) is not. Every accepted message with a ts
-counts against the own-clock budget, whose credit never reaches further back than
-``backlog_s``: a device that makes its times up gains at most that much of its own time,
-once, not a way around the limit.
+the same algorithm over device time, kept only for devices that went over): an outage
+backlog, readings spaced as the device took them but delivered at once, is kept; a flood
+(no ts, many readings per device second) is not. Once a device has gone over, its messages
+within the rate count on its own clock too, so that a sustained flood gets the rate, not
+twice it (unless it mixes messages without ts in). The device's own clock starts no earlier
+than the newest reading the rules engine has applied for it (``latest``; saved with the
+rule state, so also after a restart) and never more than ``backlog_s`` back: a device
+cannot make up a past older than what it already reported, and one never heard from gains
+at most ``backlog_s`` of its own time, once.
 
 The per-message checks are inlined in ``Pipeline.process`` (each Python call there costs
 ~0.1 us); this module holds the state, the settings and the rarer paths.
@@ -23,6 +26,7 @@ The per-message checks are inlined in ``Pipeline.process`` (each Python call the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -63,8 +67,11 @@ class DeviceLimits:
     backlog_s: float = 86400.0
     #: Per device: when its bucket is full again, by the gateway's clock (ns).
     live: dict[str, float] = field(default_factory=dict)
-    #: The same by the device's own clock (its ts, ns).
+    #: The same by the device's own clock (its ts, ns), for devices that went over.
     own: dict[str, float] = field(default_factory=dict)
+    #: The newest reading applied for a device (device id, kind → ns), if known: where its
+    #: own clock starts (``rules.Engine.latest_reading``; None: ``backlog_s`` back only).
+    latest: Callable[[str, str], int | None] | None = None
     #: One message's share of a second at the allowed rate (0 without a limit), and how far
     #: ahead a bucket may be full again (a burst less one message), both in ns.
     interval: float = 0.0
@@ -111,16 +118,18 @@ class DeviceLimits:
             "gateway's clock and by its own ts; message kept as a dead letter",
         )
 
-    def charge_own_clock(self, device_id: str, ts: int, over: bool) -> None:
-        """Count a message with device time ``ts`` against the device's own-clock budget;
-        ``rate_limited`` when it is over the rate by the gateway's clock (``over``) and by
-        this one too. (The same as the inlined fast-path code in ``Pipeline.process``.)"""
-        floor = self.floor
-        tat = self.own.get(device_id, floor)
-        if tat < floor:  # noqa: PLR1730 - ifs cost less than max() (a call per message)
-            tat = floor
-        if tat < ts:  # noqa: PLR1730
-            tat = ts
-        if over and tat - ts > self.allowance:
+    def backlog(self, device_id: str, kind: str, ts: int) -> None:
+        """Let a message over the rate by the gateway's clock pass as backlog if its device
+        time ``ts`` fits the rate by the device's own clock; ``rate_limited`` otherwise."""
+        # Where its bucket is full again: never before the floor nor the newest reading
+        # applied, and (the algorithm) not before this message's own time.
+        known = None if self.latest is None else self.latest(device_id, kind)
+        tat = max(self.own.get(device_id, self.floor), self.floor, ts, known or self.floor)
+        if tat - ts > self.allowance:
             raise self.rate_limited()
         self.own[device_id] = tat + self.interval
+
+    def charge(self, device_id: str, ts: int) -> None:
+        """Count a message within the rate on the own clock of a device that went over."""
+        tat = self.own[device_id]
+        self.own[device_id] = (tat if tat > ts else ts) + self.interval

@@ -265,10 +265,10 @@ class Pipeline:
         limits.begin(recv)
         ts_high, ts_low = limits.high, limits.low
         # The rate limit, inlined (it runs for every message): per device the time its
-        # bucket is full again, by the gateway's clock and by the device's own.
+        # bucket is full again by the gateway's clock (past that: ``limits.backlog``).
         rate = limits.rate_per_s
         buckets, own_clock = limits.live, limits.own
-        interval, allowance, floor = limits.interval, limits.allowance, limits.floor
+        interval, allowance = limits.interval, limits.allowance
         lines_append = result.lines.append
         accepted_append = result.accepted.append
         for index, (topic, payload) in enumerate(zip(batch.topics, batch.payloads, strict=True)):
@@ -311,15 +311,10 @@ class Pipeline:
                     else:
                         if ts > ts_high or ts < ts_low:
                             raise limits.bad_ts(ts, recv)
-                        if rate:
-                            tat = own_clock.get(device_id, floor)
-                            if tat < floor:  # noqa: PLR1730 - cheaper than max(), as above
-                                tat = floor
-                            if tat < ts:  # noqa: PLR1730
-                                tat = ts
-                            if over and tat - ts > allowance:
-                                raise limits.rate_limited()
-                            own_clock[device_id] = tat + interval
+                        if over:
+                            limits.backlog(device_id, route.info.kind, ts)
+                        elif own_clock and device_id in own_clock:
+                            limits.charge(device_id, ts)  # it went over before: count this too
                     fields = route.writer.fields(reading)
                     if not fields:
                         raise DecodeError("empty_reading", "no readings in the message")
@@ -391,11 +386,12 @@ class Pipeline:
                 raise DecodeError("empty_reading", "no readings in the message")
             lines.append(f"{route.head}{device_id}{route.tail} {fields} {ts}")
             accepted.append(Accepted(route.info, route.topic_kind, reading, ts))
-        if limits.rate_per_s:
-            if over and not all_own:
+        if over:
+            if not all_own:
                 raise limits.rate_limited()
-            if newest >= 0:
-                limits.charge_own_clock(device_id, newest, over)
+            limits.backlog(device_id, route.info.kind, newest)
+        elif newest >= 0 and device_id in limits.own:
+            limits.charge(device_id, newest)
         # Only a fully valid message contributes: a bad batch item rejects the whole payload.
         result.lines.extend(lines)
         result.accepted.extend(accepted)

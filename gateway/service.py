@@ -215,6 +215,8 @@ class Gateway:
             self.rules = RuleStage(
                 self.engine, self.clock, settings.rules_dir, snapshot, self._publish
             )
+        # A device's backlog may start no earlier than its newest reading the engine applied.
+        self.pipeline.limits.latest = self.rules.engine.latest_reading
         self.persister = Persister(self.spool, self.dead_letters, self.rules)
         if isinstance(self.rules, PartitionedRuleStage):
             self.rule_consumer = RuleConsumer(

@@ -29,7 +29,7 @@ from rules.model import Rule, RuleSet
 from rules.rate import DEFAULT_POINTS, RateRuntime
 from rules.records import Observation, Transition
 from rules.runtime import NS, RuleRuntime, StateDoc
-from rules.table import ACTIVITY, KindTable
+from rules.table import ACTIVITY, UNSET, KindTable
 
 __all__ = ["ACTIVITY", "Engine", "Observation", "Transition"]
 
@@ -150,6 +150,16 @@ class Engine:
                 self._carried[(rule_id, key)] = doc
         out.sort(key=_BY_TIME)
         return out
+
+    def latest_reading(self, device_id: str, kind: str) -> int | None:
+        """The time of the newest reading applied for a device (restored after a restart;
+        readings from ahead of their receive time do not count), None if there is none."""
+        table = self._tables.get(kind)
+        position = None if table is None else table.index.get(device_id)
+        if table is None or position is None:
+            return None
+        latest = int(table.last_reading[position])
+        return None if latest == UNSET else latest
 
     def dirty_states(self) -> dict[StateKey, StateDoc | None]:
         """State per (rule id, device id or group key) changed since the last call.
