@@ -86,7 +86,7 @@ def record_at(data: bytes | memoryview, pos: int) -> int | None:
     if pos + HEADER.size > len(data):
         return None
     length, crc = HEADER.unpack_from(data, pos)
-    end = pos + HEADER.size + length
+    end: int = pos + HEADER.size + length
     if length == 0 or end > len(data):
         return None
     if zlib.crc32(data[pos + HEADER.size : end]) != crc:
