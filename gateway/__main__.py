@@ -49,15 +49,20 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the gateway until SIGINT/SIGTERM."""
-    from gateway.service import Gateway
+    from gateway.service import Gateway, exit_watchdog
 
     settings = _settings(args)
     gateway = Gateway(settings)
 
+    def on_signal() -> None:
+        if not gateway.stopping:  # the shutdown bound, even if a thread is stuck
+            exit_watchdog(settings.shutdown_timeout_s + 5)
+        gateway.stop()
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, gateway.stop)
+            loop.add_signal_handler(sig, on_signal)
         if settings.worker_mode:
             log.info(
                 "worker %d of %d, %d rule partitions, shared group %s",

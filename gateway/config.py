@@ -82,6 +82,11 @@ class Settings(BaseModel):
 
     spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
     spool_fsync: bool = True
+    #: SIGTERM/SIGINT: the gateway returns within this, whatever the spool's state (what
+    #: is not acknowledged by then stays in the broker's session and comes again).
+    shutdown_timeout_s: float = Field(15.0, gt=0, le=300)
+    #: Not ready once data has waited this long without a successful InfluxDB write.
+    influx_stall_s: float = Field(30.0, gt=0)
     stats_interval_s: float = Field(5.0, gt=0)
     #: Freeze start-up objects and collect rarely (gateway/gctune.py): fewer, shorter pauses.
     gc_freeze: bool = True

@@ -362,9 +362,15 @@ class Spool:
         except OSError as err:
             log.error("spool: cannot delete drained segment %d: %s", number, err)
 
-    def close(self) -> None:
-        """Close the active segment and the cursor file."""
-        with self._cond:
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the active segment and the cursor file (given up after ``timeout`` if
+        another thread holds the spool, e.g. in an fsync on a hung disk)."""
+        if not self._cond.acquire(timeout=timeout):
+            log.warning("spool busy for %.1f s; not closed", timeout)
+            return
+        try:
             with contextlib.suppress(OSError):
                 self.ops.close(self._fd)
             self._cursor_file.close()
+        finally:
+            self._cond.release()

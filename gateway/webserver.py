@@ -110,6 +110,7 @@ def build_app(gateway: Gateway) -> FastAPI:
         influx_reader=InfluxV1Reader(settings.influx_url, settings.influx_database),
         status_source=status_source(gateway),
         metrics_source=metrics_source(gateway),
+        readiness_source=lambda: gateway.readiness().checks,
         rules=gateway.rules,
         hub=gateway.hub,
         on_rules_changed=on_rules_changed,

@@ -40,6 +40,8 @@ class InfluxReader(Protocol):
 StatusSource = Callable[[str], DeviceStatus | None]
 #: Current metric values by Prometheus name.
 MetricsSource = Callable[[], Mapping[str, float]]
+#: Readiness of the ingest path: part -> "ok" or the reason it is not (empty: no ingest).
+ReadinessSource = Callable[[], Mapping[str, str]]
 
 
 def no_status(_device_id: str) -> DeviceStatus | None:
@@ -67,6 +69,7 @@ class ApiContext:
     influx_reader: InfluxReader | None = None
     status_source: StatusSource = no_status
     metrics_source: MetricsSource = no_metrics
+    readiness_source: ReadinessSource | None = None
     rules: RuleStage | None = None
     alerts: AlertService | None = None
     orders: WorkOrderService | None = None
