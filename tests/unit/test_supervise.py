@@ -60,7 +60,10 @@ def test_a_thread_whose_work_returned_is_reported_ended() -> None:
 
 def test_healthy_thread_has_no_problem() -> None:
     stopping = threading.Event()
-    thread = SupervisedThread("h", lambda: None if stopping.wait() else None, stopping)
+    def work() -> None:
+        stopping.wait()
+
+    thread = SupervisedThread("h", work, stopping)
     thread.start()
     assert thread.problem() is None and thread.restarts == 0
     stopping.set()
