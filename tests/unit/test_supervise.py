@@ -60,6 +60,7 @@ def test_a_thread_whose_work_returned_is_reported_ended() -> None:
 
 def test_healthy_thread_has_no_problem() -> None:
     stopping = threading.Event()
+
     def work() -> None:
         stopping.wait()
 
