@@ -34,19 +34,12 @@ from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.deadletter import DeadLetterStore
 from gateway.fleetstats import fleet_lines
+from gateway.gateway_metrics import gateway_samples
 from gateway.gctune import tune_for_service
-from gateway.influx import (
-    Drainer,
-    LineWriter,
-    V1Target,
-    V1Writer,
-    V2Target,
-    V2Writer,
-    WriteError,
-)
+from gateway.influx import Drainer, LineWriter
 from gateway.metrics import Sample, influx_lines
 from gateway.mqtt_source import Batch, MqttSource, SourceOptions
-from gateway.notify import Channel, ChannelFilter, Dispatcher, EmailNotifier, WebhookNotifier
+from gateway.notify import Dispatcher
 from gateway.partition import owned_partitions
 from gateway.persist import Persister, PersistJob
 from gateway.pipeline import BatchResult, Pipeline, Rejected, registry_lookup
@@ -56,6 +49,7 @@ from gateway.rulestage import RuleStage
 from gateway.spool import Spool, SpoolFullError
 from gateway.sse import EventHub
 from gateway.supervise import SupervisedThread
+from gateway.wiring import ensure_database, make_writer, notification_channels
 from gateway.workers import (
     DRAIN_TIMEOUT_S,
     WORKER_MAX_UNACKED_BATCHES,
@@ -83,73 +77,6 @@ class Counters:
     acked_batches: int = 0
     last_batch_size: int = 0
     last_batch_process_s: float = 0.0
-
-
-def notification_channels(settings: Settings) -> list[Channel]:
-    """Webhook and e-mail channels from the settings (none configured: none)."""
-    channels = []
-    if settings.webhook_url:
-        channels.append(
-            Channel(
-                "webhook",
-                WebhookNotifier(
-                    settings.webhook_url, settings.webhook_secret, settings.webhook_template
-                ),
-                ChannelFilter(min_severity=settings.webhook_min_severity),
-            )
-        )
-    if settings.smtp_host:
-        channels.append(
-            Channel(
-                "email",
-                EmailNotifier(
-                    settings.smtp_host,
-                    settings.smtp_port,
-                    settings.smtp_sender,
-                    settings.smtp_username,
-                    settings.smtp_password,
-                    settings.smtp_starttls,
-                ),
-                ChannelFilter(
-                    types=frozenset({"alert.firing", "workorder.opened", "workorder.escalated"}),
-                    min_severity=settings.email_min_severity,
-                ),
-            )
-        )
-    return channels
-
-
-def make_writer(settings: Settings) -> LineWriter:
-    """The InfluxDB writer the settings ask for."""
-    if settings.influx_version == 2:
-        return V2Writer(
-            V2Target(
-                settings.influx_url,
-                settings.influx_org,
-                settings.influx_bucket,
-                settings.influx_token,
-            )
-        )
-    return V1Writer(
-        V1Target(
-            settings.influx_url,
-            settings.influx_database,
-            settings.influx_retention_policy,
-            settings.influx_username,
-            settings.influx_password,
-        )
-    )
-
-
-def ensure_database(writer: LineWriter) -> None:
-    """Create the InfluxDB 1.x database at start (the writer also does it on a 404 later)."""
-    if isinstance(writer, V1Writer):
-        try:
-            status, text = writer.create_database()
-            if status >= 300:
-                log.warning("CREATE DATABASE answered HTTP %d: %s", status, text[:200])
-        except WriteError as err:
-            log.warning("could not create the InfluxDB database yet: %s", err)
 
 
 class Gateway:
@@ -516,76 +443,7 @@ class Gateway:
 
     def samples(self) -> list[Sample]:
         """Every counter and gauge of the gateway (for /metrics and gateway_stats)."""
-        c = self.counters
-        d = self.drainer.stats
-        out = [
-            Sample("scc_messages_total", n, (("kind", k),), help="valid messages by device kind")
-            for k, n in sorted(c.messages.items())
-        ]
-        out += [
-            Sample(
-                "scc_dead_letters_total", n, (("reason", r),), help="rejected messages by reason"
-            )
-            for r, n in sorted(c.dead_letters.items())
-        ]
-        out += [
-            Sample("scc_points_total", c.points, help="points spooled for InfluxDB"),
-            Sample("scc_batches_total", c.batches, help="batches processed"),
-            Sample("scc_acked_batches_total", c.acked_batches, help="batches acknowledged"),
-            Sample("scc_persist_retries_total", self.persister.retries, help="persist retries"),
-            Sample("scc_persist_groups_total", self.persister.groups, help="group commits"),
-            Sample("scc_persist_group_jobs", self.persister.last_group_jobs, kind="gauge"),
-            Sample("scc_persist_commit_seconds", self.persister.last_commit_s, kind="gauge"),
-            Sample("scc_rules_eval_seconds", self.rules.last_eval_s, kind="gauge"),
-            Sample("scc_rule_transitions_total", self.rules.transitions_total),
-            Sample("scc_batch_size", c.last_batch_size, kind="gauge", help="last batch size"),
-            Sample("scc_batch_process_seconds", c.last_batch_process_s, kind="gauge"),
-            Sample(
-                "scc_spool_bytes",
-                self.spool.depth_bytes(),
-                kind="gauge",
-                help="not yet in InfluxDB",
-            ),
-            Sample("scc_spool_full_waits_total", self.spool.full_waits, help="appends that waited"),
-            Sample(
-                "scc_spool_append_errors_total",
-                self.spool.append_errors,
-                help="spool appends that failed (none of their bytes kept, not acknowledged)",
-            ),
-            Sample("scc_spool_cursor_errors_total", self.spool.cursor_errors),
-            Sample(
-                "scc_spool_quarantined_bytes_total",
-                self.spool.quarantined_bytes,
-                help="unreadable spool bytes moved to quarantine/",
-            ),
-            Sample("scc_influx_stalled_seconds", self.drainer.stalled_s(), kind="gauge"),
-            Sample("scc_ready", int(self.readiness().ready), kind="gauge", help="/health/ready"),
-            Sample("scc_influx_written_lines_total", d.written_lines),
-            Sample("scc_influx_write_requests_total", d.write_requests),
-            Sample("scc_influx_write_retries_total", d.retries),
-            Sample("scc_influx_rejected_lines_total", d.rejected_lines),
-            Sample("scc_influx_write_batch_lines", d.last_batch_lines, kind="gauge"),
-            Sample("scc_influx_write_batch_seconds", d.last_batch_seconds, kind="gauge"),
-            Sample("scc_mqtt_reconnects_total", self.source.reconnects),
-        ]
-        out += [
-            Sample(
-                "scc_thread_restarts_total",
-                thread.restarts,
-                (("thread", thread.name),),
-                help="unexpected exceptions that restarted a thread",
-            )
-            for thread in self.threads
-        ]
-        if self.rule_consumer is not None:
-            rc = self.rule_consumer
-            out += [
-                Sample("scc_forwards_acked_total", self.source.publishes, help="rule forwards"),
-                Sample("scc_forwarded_readings_total", rc.readings, help="readings evaluated"),
-                Sample("scc_forwards_rejected_total", rc.rejected),
-                Sample("scc_rule_batches_acked_total", rc.acked_batches),
-            ]
-        return out
+        return gateway_samples(self)
 
     def stats_lines(self, ts: int) -> list[str]:
         """``gateway_stats`` points for InfluxDB."""

@@ -20,8 +20,9 @@ import pytest
 
 from gateway.config import Settings
 from gateway.influx import LineWriter
-from gateway.service import Gateway, make_writer
+from gateway.service import Gateway
 from gateway.services import create_influx_database, free_port
+from gateway.wiring import make_writer
 from tests.conftest import ServerFactory
 from tests.integration.gwtools import publish_all, running
 
