@@ -19,6 +19,7 @@ from gateway.api.device_ops import existing_ids
 from gateway.api.errors import TooLargeError, UnprocessableError, UnsupportedMediaError
 from gateway.api.schemas import DeviceCreate, RowError
 from gateway.auth import Principal
+from gateway.device_ids import NO_CONFIGURED_NAMES, ReservedNames, device_id_problem
 from gateway.registry import CSV_COLUMNS
 
 MAX_IMPORT_BYTES = 8 * 1024 * 1024
@@ -96,7 +97,10 @@ def _csv_row(row: dict[str | None, Any]) -> dict[str, Any]:
 
 
 def check_rows(
-    session: Session, principal: Principal, rows: list[Any]
+    session: Session,
+    principal: Principal,
+    rows: list[Any],
+    reserved: ReservedNames = NO_CONFIGURED_NAMES,
 ) -> tuple[list[DeviceCreate], list[RowError]]:
     """Validate every row; also against each other, the scope and the registry."""
     creates: list[DeviceCreate] = []
@@ -118,6 +122,7 @@ def check_rows(
                 for e in err.errors(include_url=False)
             ]
     errors += _cross_check(session, principal, creates, numbers)
+    errors += _reserved_ids(creates, numbers, reserved)
     errors.sort(key=lambda e: e.row)
     return creates, errors[:MAX_REPORTED]
 
@@ -143,6 +148,18 @@ def _cross_check(
     for device_id in existing_ids(session, list(first_row)):
         message = f"device {device_id!r} is already registered"
         errors.append(RowError(row=first_row[device_id], field="device_id", message=message))
+    return errors
+
+
+def _reserved_ids(
+    creates: list[DeviceCreate], numbers: list[int], reserved: ReservedNames
+) -> list[RowError]:
+    """Rows naming one of this deployment's broker logins or client ids."""
+    errors: list[RowError] = []
+    for number, create in zip(numbers, creates, strict=True):
+        problem = reserved.clash(create.device_id) and device_id_problem(create.device_id, reserved)
+        if problem:
+            errors.append(RowError(row=number, field="device_id", message=problem))
     return errors
 
 

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 from devices import KINDS, load_kind
-from gateway.registry import DEVICE_ID_RE, parse_params
+from gateway.device_ids import device_id_problem
+from gateway.registry import parse_params
 
 NodeCode = Annotated[str, Field(min_length=1, max_length=64, examples=["B3-2"])]
 
@@ -112,11 +113,9 @@ class DeviceCreate(_In):
     @field_validator("device_id")
     @classmethod
     def _valid_device_id(cls, value: str) -> str:
-        if not DEVICE_ID_RE.match(value):
-            raise ValueError(
-                "must be 1-128 of A-Z a-z 0-9 _ . : - starting with a letter or digit "
-                "(it is also the device's MQTT user name and topic segment)"
-            )
+        problem = device_id_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("kind")
@@ -176,10 +175,12 @@ class DeviceDetail(DevicePublic):
 
 
 class MqttCredentials(BaseModel):
-    """The device's MQTT login: shown once, never stored in plain text."""
+    """The device's MQTT login: shown once, never stored in plain text. The broker accepts
+    it only with ``client_id`` (the device id) as the MQTT client id."""
 
     username: str
     password: str
+    client_id: str
     publish_topics: list[str]
     command_topic: str
 
