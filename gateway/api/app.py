@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 
 from gateway.alerts import AlertService
 from gateway.api import errors
+from gateway.api.bodyguard import BodyGuard
 from gateway.api.context import (
     ApiContext,
     InfluxReader,
@@ -123,6 +124,7 @@ def create_app(
         rules_dir=rules_dir,
     )
     errors.install(app)
+    app.add_middleware(BodyGuard, ctx=app.state.ctx)
     routers = (health, identity, device_types, devices, nodes)
     operations = (rule_routes, alert_routes, workorders, events)
     for module in (*routers, *operations):

@@ -29,10 +29,12 @@ REQUIRED_COLUMNS = ("device_id", "kind", "node")
 CSV_TYPES = ("text/csv", "application/csv")
 
 
-def parse_body(body: bytes, content_type: str | None) -> list[Any]:
+def parse_body(
+    body: bytes, content_type: str | None, max_bytes: int = MAX_IMPORT_BYTES
+) -> list[Any]:
     """The raw rows of a CSV or JSON body (each a dict for well-formed input)."""
-    if len(body) > MAX_IMPORT_BYTES:
-        raise TooLargeError(f"import body is {len(body)} bytes; at most {MAX_IMPORT_BYTES} allowed")
+    if len(body) > max_bytes:
+        raise TooLargeError(f"import body is {len(body)} bytes; at most {max_bytes} allowed")
     media = (content_type or "").split(";")[0].strip().lower()
     if media in CSV_TYPES and not body.strip():
         raise UnprocessableError("the import body is empty")

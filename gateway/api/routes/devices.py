@@ -112,7 +112,11 @@ async def import_devices(
     ``{row, field, message}``. CSV columns: ``device_id,kind,model,codec,node,location,
     params,installed_at`` (params as ``key=value;key=value``)."""
     principal.require("devices", "write")
-    rows = importing.parse_body(await request.body(), request.headers.get("content-type"))
+    rows = importing.parse_body(
+        await request.body(),
+        request.headers.get("content-type"),
+        ctx.settings.api_max_import_bytes,
+    )
     return await run_in_threadpool(_import_rows, ctx, principal, rows)
 
 
