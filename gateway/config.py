@@ -60,6 +60,8 @@ class Settings(BaseModel):
     api_max_body_bytes: int = Field(64 << 10, ge=1024, le=64 << 20)
     api_max_import_bytes: int = Field(8 << 20, ge=1024, le=256 << 20)
     api_body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    #: How often an open event stream checks that its token is still valid, unchanged.
+    api_token_recheck_s: float = Field(1.0, gt=0, le=60)
     rules_dir: Path | None = None  # site rules overriding devices/<kind>/rules.yaml
     rules_tick_s: float = Field(1.0, gt=0, le=60)
     sla_check_s: float = Field(10.0, gt=0, le=3600)
