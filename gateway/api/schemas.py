@@ -5,11 +5,20 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from devices import KINDS, load_kind
 from gateway.device_ids import device_id_problem
 from gateway.registry import parse_params
+from gateway.routing import STAFF_ROLES
 
 NodeCode = Annotated[str, Field(min_length=1, max_length=64, examples=["B3-2"])]
 
@@ -255,8 +264,24 @@ class NodeDetail(NodeSummary):
     children: list[NodeSummary]
 
 
+def _known_staff_role(value: str) -> str:
+    if value not in STAFF_ROLES:
+        raise ValueError(f"unknown staff role; roles: {', '.join(STAFF_ROLES)}")
+    return value
+
+
 StaffRole = Annotated[
-    str, Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z_]*$", examples=["grid_member"])
+    str,
+    Field(
+        min_length=1,
+        max_length=32,
+        pattern=r"^[a-z][a-z_]*$",
+        examples=["grid_member"],
+        description="one of "
+        + ", ".join(STAFF_ROLES)
+        + "; who may grant which is in the nodes section of the README",
+    ),
+    AfterValidator(_known_staff_role),
 ]
 Email = Annotated[str, Field(max_length=256, pattern=r"^[^@\s]+@[^@\s]+$")]
 
