@@ -67,7 +67,12 @@ them; only a root-scoped admin or integrator changes them), a dry-run reads only
 scope; alerts are placed at their device's node; a work order is visible in the scope of its
 origin (where the problem is) and of its current owner; a live event is sent when a node on
 its path is in scope. `GET /events/stream` also takes the token as `?access_token=` because
-a browser's EventSource cannot set headers.
+a browser's EventSource cannot set headers; it ends within seconds of its token being revoked
+or changed.
+
+A request body is read only after its token is checked (401 first), and at most 64 KiB
+(8 MiB for `POST /devices/import`; 413 beyond). Staff roles are granted only by a token
+scoped at the role's level or above (403), at the role's level or below (422).
 """
 
 
