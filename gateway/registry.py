@@ -23,14 +23,7 @@ from sqlalchemy.orm import Session
 
 from devices import KINDS, load_kind
 from gateway.db import LEVELS, Device, Node, Staff, utcnow
-from gateway.device_ids import (
-    DEVICE_ID_RE,
-    NO_CONFIGURED_NAMES,
-    ReservedNames,
-    device_id_problem,
-)
-
-__all__ = ["DEVICE_ID_RE", "ReservedNames"]  # re-exported: the id rules live in device_ids
+from gateway.device_ids import NO_CONFIGURED_NAMES, ReservedNames, device_id_problem
 
 NODE_CODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")  # use with fullmatch
 CSV_COLUMNS = ("device_id", "kind", "model", "codec", "node", "location", "params", "installed_at")

@@ -70,8 +70,8 @@ its path is in scope. `GET /events/stream` also takes the token as `?access_toke
 a browser's EventSource cannot set headers; it ends within seconds of its token being revoked
 or changed.
 
-A request body is read only after its token is checked (401 first), and at most 64 KiB
-(8 MiB for `POST /devices/import`; 413 beyond). Staff roles are granted only by a token
+A request body is read only after its token is checked (401 first), and at most 64 KiB by
+default (8 MiB for `POST /devices/import`; 413 beyond). Staff roles are granted only by a token
 scoped at the role's level or above (403), at the role's level or below (422).
 """
 
