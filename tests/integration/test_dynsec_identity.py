@@ -310,3 +310,19 @@ def _csv(tmp_path: Any, device_id: str) -> Any:
         f"{device_id},smoke,x,json,B1-1,,,\n"
     )
     return path
+
+
+def test_a_gateway_login_under_any_name_is_never_taken_by_a_device(setup: Setup) -> None:
+    """Even where the API does not know the gateway's login name (another process runs the
+    gateway), the broker's own record says the login is the gateway's, not a device's."""
+    password = secrets.token_urlsafe(12)
+    setup.provisioner.ensure_gateway_role("edge-gw", password, "edge-gw-1")
+    before = clients(setup)
+    response = register(setup, "edge-gw")
+    assert response.status_code == 409, response.text
+    assert clients(setup) == before
+    gateway = connect(setup.broker.port, "edge-gw", password, "edge-gw-1")
+    try:
+        assert not gateway.connack.is_failure
+    finally:
+        gateway.close()
