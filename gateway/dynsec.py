@@ -18,6 +18,9 @@ Facts checked against Debian's Mosquitto 2.0.11:
   ``mosquitto_ctrl dynsec init`` writes them), so the initial file with the admin
   client is generated here without needing ``mosquitto_ctrl``.
 - ``deleteClient`` disconnects sessions using those credentials at once.
+- ``deleteRole`` of a role some client still holds leaves that client pointing at freed
+  memory (later answers carry garbage role names, or none comes): roles are reset in place
+  with ``modifyRole`` and deleted only after the one client holding them.
 
 Passwords are generated here, returned once and never stored by us.
 """
@@ -234,6 +237,14 @@ def gateway_role_is_ours(role: Mapping[str, Any]) -> bool:
     return "textdescription" not in role and _acl_set(role.get("acls")) == _acl_set(gateway_acls())
 
 
+def _role_command(name: str, exists: bool, mark: str, acls: list[Acl]) -> dict[str, Any]:
+    """Create the role, or reset an existing one of ours in place. Never delete and
+    re-create a role other clients may hold: Mosquitto 2.0.11 leaves them pointing at freed
+    memory (``getClient`` then answers garbage, seen here with the shared gateway role)."""
+    command = "modifyRole" if exists else "createRole"
+    return {"command": command, "rolename": name, "textdescription": mark, "acls": acls}
+
+
 class DynsecProvisioner:
     """:class:`Provisioner` backed by the dynamic-security plugin of a running broker.
 
@@ -264,14 +275,11 @@ class DynsecProvisioner:
         ours (:class:`LoginConflictError` if the name is taken by anything else)."""
         client, role = self._existing(device_id)
         password = secrets.token_urlsafe(24)
-        commands = self._deletions(device_id, client, role)
+        commands = self._deletions(device_id, client, None)
         commands += [
-            {
-                "command": "createRole",
-                "rolename": device_role(device_id),
-                "textdescription": DEVICE_MARK,
-                "acls": device_acls(device_id),
-            },
+            _role_command(
+                device_role(device_id), role is not None, DEVICE_MARK, device_acls(device_id)
+            ),
             {
                 "command": "createClient",
                 "username": device_id,
@@ -312,12 +320,10 @@ class DynsecProvisioner:
         }
         if client_id:
             create["clientid"] = client_id
-        role_cmd = {"command": "createRole", "rolename": GATEWAY_ROLE, "acls": gateway_acls()}
         self._run(
             [
                 *([{"command": "deleteClient", "username": username}] if client else []),
-                *([{"command": "deleteRole", "rolename": GATEWAY_ROLE}] if role else []),
-                {**role_cmd, "textdescription": GATEWAY_MARK},
+                _role_command(GATEWAY_ROLE, role is not None, GATEWAY_MARK, gateway_acls()),
                 create,
             ]
         )
