@@ -14,9 +14,7 @@ Facts checked against Debian's Mosquitto 2.0.11:
   ``textname``/``textdescription``. What the gateway creates carries a mark in
   ``textdescription``; it replaces or deletes only clients and roles with its mark (or the
   exact shape an earlier version created), never a login someone else made.
-- The config file stores PBKDF2-HMAC-SHA512 hashes (base64, 12-byte salt, as
-  ``mosquitto_ctrl dynsec init`` writes them), so the initial file with the admin
-  client is generated here without needing ``mosquitto_ctrl``.
+- The initial plugin file with the admin client is written by :mod:`gateway.dynsec_config`.
 - ``deleteClient`` disconnects sessions using those credentials at once.
 - ``deleteRole`` of a role some client still holds leaves that client pointing at freed
   memory (later answers carry garbage role names, or none comes): roles are reset in place
@@ -27,31 +25,40 @@ Passwords are generated here, returned once and never stored by us.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import logging
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from gateway.device_ids import NO_CONFIGURED_NAMES, ReservedNames, device_id_problem
 from gateway.dynsec_client import CONTROL_TOPIC, RESPONSE_TOPIC, DynsecClient, DynsecError
+from gateway.dynsec_config import (
+    ADMIN_ROLE,
+    acl,
+    hash_password,
+    initial_config,
+    write_initial_config,
+)
 
-__all__ = ["CONTROL_TOPIC", "RESPONSE_TOPIC", "DynsecClient", "DynsecError"]
+__all__ = [  # re-exported: callers keep importing the plugin's pieces from here
+    "ADMIN_ROLE",
+    "CONTROL_TOPIC",
+    "RESPONSE_TOPIC",
+    "DynsecClient",
+    "DynsecError",
+    "hash_password",
+    "initial_config",
+    "write_initial_config",
+]
 
 logger = logging.getLogger(__name__)
 
 DEVICE_TOPIC_KINDS = ("telemetry", "event", "status")
 GATEWAY_ROLE = "scc-gateway"
-ADMIN_ROLE = "admin"
 #: ``textdescription`` of every client and role the gateway creates: its ownership mark.
 DEVICE_MARK = "managed by smart-community-gateway: device login"
 GATEWAY_MARK = "managed by smart-community-gateway: gateway login"
-_HASH_ITERATIONS = 101  # what mosquitto_ctrl and the plugin use; secrets here are random
 _NOT_FOUND_ERRORS = ("Client not found", "Role not found")
 
 Acl = dict[str, Any]
@@ -102,8 +109,8 @@ def device_topics(device_id: str) -> tuple[tuple[str, ...], str]:
 def device_acls(device_id: str) -> list[Acl]:
     """ACLs of ``device-<id>``: publish its own topics, read only its command topic."""
     publish, command = device_topics(device_id)
-    acls: list[Acl] = [_acl("publishClientSend", topic) for topic in publish]
-    acls += [_acl("subscribeLiteral", command), _acl("publishClientReceive", command)]
+    acls: list[Acl] = [acl("publishClientSend", topic) for topic in publish]
+    acls += [acl("subscribeLiteral", command), acl("publishClientReceive", command)]
     return acls
 
 
@@ -111,7 +118,7 @@ def gateway_acls() -> list[Acl]:
     """ACLs of the gateway: subscribe to and receive every device topic, publish commands
     and dead-letter replays; in worker mode, forward readings to the rule partitions."""
     return [
-        _acl(acltype, topic)
+        acl(acltype, topic)
         for topic in ("scc/v1/#", "scc/internal/#")
         for acltype in (
             "subscribePattern",
@@ -120,58 +127,6 @@ def gateway_acls() -> list[Acl]:
             "unsubscribePattern",
         )
     ]
-
-
-def _acl(acltype: str, topic: str, allow: bool = True) -> Acl:
-    return {"acltype": acltype, "topic": topic, "priority": 0, "allow": allow}
-
-
-def hash_password(password: str, salt: bytes | None = None) -> dict[str, Any]:
-    """The plugin's stored form of a password: PBKDF2-HMAC-SHA512, base64 fields."""
-    salt = salt or secrets.token_bytes(12)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _HASH_ITERATIONS)
-    return {
-        "password": base64.b64encode(digest).decode(),
-        "salt": base64.b64encode(salt).decode(),
-        "iterations": _HASH_ITERATIONS,
-    }
-
-
-def initial_config(admin_username: str, admin_password: str) -> dict[str, Any]:
-    """A first ``dynamic-security.json``: one admin client, deny-by-default ACLs.
-
-    Same shape as ``mosquitto_ctrl dynsec init`` writes, except that
-    ``publishClientReceive`` defaults to deny too, so a client only ever receives what a
-    role grants it.
-    """
-    admin_acls = [
-        _acl("publishClientSend", "$CONTROL/dynamic-security/#"),
-        _acl("publishClientReceive", "$CONTROL/dynamic-security/#"),
-        _acl("subscribePattern", "$CONTROL/dynamic-security/#"),
-        _acl("unsubscribePattern", "#"),
-    ]
-    client: dict[str, Any] = {"username": admin_username, "textName": "scc dynsec admin"}
-    client |= hash_password(admin_password)
-    client["roles"] = [{"rolename": ADMIN_ROLE}]
-    return {
-        "clients": [client],
-        "roles": [{"rolename": ADMIN_ROLE, "acls": admin_acls}],
-        "defaultACLAccess": {
-            "publishClientSend": False,
-            "publishClientReceive": False,
-            "subscribe": False,
-            "unsubscribe": True,
-        },
-    }
-
-
-def write_initial_config(path: Path, admin_username: str, admin_password: str) -> None:
-    """Write :func:`initial_config` to ``path`` readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(initial_config(admin_username, admin_password), indent=2)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text + "\n")
 
 
 def _find(response: Mapping[str, Any], key: str) -> dict[str, Any] | None:
@@ -348,6 +303,31 @@ class DynsecProvisioner:
         if role is not None and not gateway_role_is_ours(role):
             raise LoginConflictError(f"broker role {GATEWAY_ROLE!r} exists and is not ours")
         return client, role
+
+    def bind_device_logins(self, page: int = 500) -> list[str]:
+        """Bind every device login of ours that has no client id yet (made by versions
+        before the binding) to its device id; return their names. An upgrade step: those
+        devices must connect with their device id as client id from then on."""
+        bound: list[str] = []
+        offset = 0
+        while True:  # bounded: each page moves ``offset`` on; stops at the first short page
+            answer = self.client.call(
+                [{"command": "listClients", "verbose": True, "count": page, "offset": offset}]
+            )[0]
+            if answer.get("error"):
+                raise DynsecError(f"dynamic-security listClients refused: {answer['error']}")
+            found = [c for c in (answer.get("data") or {}).get("clients") or [] if c]
+            todo = [
+                str(c["username"])
+                for c in found
+                if not c.get("clientid") and device_client_is_ours(str(c["username"]), c)
+            ]
+            if todo:
+                self._run([{"command": "setClientId", "username": u, "clientid": u} for u in todo])
+                bound += todo
+            if len(found) < page:
+                return bound
+            offset += page
 
     def close(self) -> None:
         """Close the admin connection."""

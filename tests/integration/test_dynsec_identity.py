@@ -326,3 +326,35 @@ def test_a_gateway_login_under_any_name_is_never_taken_by_a_device(setup: Setup)
         assert not gateway.connack.is_failure
     finally:
         gateway.close()
+
+
+def test_logins_made_before_the_binding_are_bound_by_the_upgrade_step(setup: Setup) -> None:
+    """Device logins of earlier versions have no client id: any id (the gateway's too) got
+    in. ``bind_device_logins`` binds ours, and only ours."""
+    password = secrets.token_urlsafe(12)
+    answers = setup.provisioner.client.call(
+        [
+            {"command": "createRole", "rolename": "device-old-2", "acls": device_acls("old-2")},
+            {
+                "command": "createClient",
+                "username": "old-2",
+                "password": password,
+                "textname": "scc device old-2",
+                "roles": [{"rolename": "device-old-2", "priority": 0}],
+            },
+        ]
+    )
+    assert all("error" not in a for a in answers)
+    hand_made = foreign_login(setup, "ops-bridge-2")
+    before = connect(setup.broker.port, "old-2", password, GATEWAY_CLIENT_ID)
+    before.close()
+    assert not before.connack.is_failure  # the hole: an unbound login takes any client id
+    assert setup.provisioner.bind_device_logins(page=2) == ["old-2"]
+    thief = connect(setup.broker.port, "old-2", password, GATEWAY_CLIENT_ID)
+    thief.close()
+    assert thief.connack.is_failure
+    own = connect(setup.broker.port, "old-2", password, "old-2")
+    own.close()
+    assert not own.connack.is_failure
+    assert_logs_in(setup, "ops-bridge-2", hand_made)  # not ours: untouched, still unbound
+    assert setup.provisioner.bind_device_logins() == []
