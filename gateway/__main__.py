@@ -18,6 +18,7 @@ from gateway import services
 from gateway.config import Settings, load_settings
 from gateway.db import make_engine
 from gateway.deadletter import DeadLetterStore
+from gateway.device_ids import reserved_for
 from gateway.registry import Registry, RegistryError
 
 log = logging.getLogger("gateway")
@@ -89,7 +90,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
     """Load a community fixture, or print registry counts."""
     settings = _settings(args)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    registry = Registry(make_engine(settings.database_url))
+    registry = Registry(make_engine(settings.database_url), reserved_for(settings))
     if args.action == "load":
         try:
             nodes, devices = registry.load_community(args.path)

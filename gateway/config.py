@@ -55,6 +55,13 @@ class Settings(BaseModel):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(0, ge=0, le=65535)  # 0: no API in this process (`run` serves 8080)
+    #: Request bodies (gateway/api/bodyguard.py): read only after the token is checked, at
+    #: most this many bytes (JSON routes; the bulk import has its own bound), within a time.
+    api_max_body_bytes: int = Field(64 << 10, ge=1024, le=64 << 20)
+    api_max_import_bytes: int = Field(8 << 20, ge=1024, le=256 << 20)
+    api_body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    #: How often an open event stream checks that its token is still valid, unchanged.
+    api_token_recheck_s: float = Field(1.0, gt=0, le=60)
     rules_dir: Path | None = None  # site rules overriding devices/<kind>/rules.yaml
     rules_tick_s: float = Field(1.0, gt=0, le=60)
     sla_check_s: float = Field(10.0, gt=0, le=3600)
