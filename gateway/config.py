@@ -191,7 +191,7 @@ def _create_client_id(path: Path, client_id: str) -> None:
     """Write the id aside, then link it in place: readers never see a partial file, and of
     two processes starting at once, one wins and the other reads its id."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
     tmp.write_text(client_id + "\n", encoding="utf-8")
     with open(tmp, "rb") as handle:
         os.fsync(handle.fileno())

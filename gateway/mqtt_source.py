@@ -205,6 +205,8 @@ class MqttSource:
                       refused, fixed or None, self._unsealed_bytes)  # fmt: skip
         if self.receipts is not None and batch.payloads:
             self.receipts.note(batch.received_ns, self._mids, batch.topics, batch.payloads, fixed)
+        if fixed:
+            log.info("%d redelivered messages keep their first receive time", len(fixed))
         self._topics, self._payloads, self._mids, self._refused, self._fixed = [], [], [], [], {}
         self._unsealed_bytes = 0
         self._ready.append(batch)
