@@ -24,18 +24,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 from gateway import mqtt_wire as wire
 from gateway.mqtt_batch import RECEIVE_STEP_NS, RETAINED_DETAIL, Batch, Refused, ack_order
 from gateway.mqtt_large import LargeMessage, stream_threshold
 from gateway.mqtt_protocol import Connection
 from gateway.mqtt_publish import NO_MATCHING_SUBSCRIBERS, Outbox, PublishRefusedError
+from gateway.mqtt_session import MqttSession, SourceOptions
 from gateway.receipts import Receipts
 
 __all__ = [
@@ -48,40 +46,11 @@ __all__ = [
     "SourceOptions",
 ]
 
+
 log = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
 
-
-@dataclass(frozen=True, slots=True)
-class SourceOptions:
-    """Where and how the gateway subscribes."""
-
-    host: str = "127.0.0.1"
-    port: int = 1883
-    topic_filters: tuple[str, ...] = ("scc/v1/+/+",)
-    qos: int = 1
-    connect: wire.ConnectOptions = field(
-        default_factory=lambda: wire.ConnectOptions(client_id="scc-gateway")
-    )
-    batch_max: int = 5000
-    linger_s: float = 0.02
-    # A message on a topic ending so (an alarm, a fault) seals its batch after this much
-    # instead: events are rare and somebody waits for them; telemetry can wait for company.
-    urgent_suffixes: tuple[bytes, ...] = (b"/event",)
-    urgent_linger_s: float = 0.0
-    max_queued_batches: int = 8
-    reconnect_min_s: float = 0.2
-    reconnect_max_s: float = 10.0
-    connect_timeout_s: float = 10.0
-    retain_handling: int = wire.RETAIN_ON_NEW_SUBSCRIPTION
-    #: Longer payloads are refused as oversized and never buffered whole; by default there
-    #: is no limit of our own (internal forwards), the device subscription sets one.
-    max_payload_bytes: int = wire.MAX_REMAINING_LENGTH
-    max_buffered_bytes: int = 64 << 20  # unacknowledged bytes before reading pauses
-
-
-class MqttSource:
+class MqttSource(MqttSession):
     """Subscribes with a persistent session and hands out batches; see module docstring.
 
     One consumer task calls ``next_batch()`` and then ``ack(batch)`` in the order batches
@@ -94,8 +63,8 @@ class MqttSource:
         on_event: Callable[[str], None] | None = None,
         receipts: Receipts | None = None,
     ):
-        self.options = options
-        self._on_event = on_event or (lambda name: None)
+        super().__init__(options)
+        self._event_hook = on_event or (lambda name: None)
         self.receipts = receipts if options.qos else None
         self.max_payload = options.max_payload_bytes
         self.stream_above = stream_threshold(options.max_payload_bytes)
@@ -108,21 +77,12 @@ class MqttSource:
         self._fixed: dict[int, int] = {}
         self._linger: asyncio.TimerHandle | None = None
         self._urgent = False  # the pending batch holds an urgent message (sealing soon)
-        self._proto: Connection | None = None
-        self._generation = 0
         self._paused_queue = False  # too many sealed batches waiting
         self._paused_bytes = False  # too many bytes unacknowledged
         self._reading_paused = False
         self._held_bytes = 0  # handed out (or pending) this connection, not acknowledged
         self._unsealed_bytes = 0
-        self._stopping = False
-        self._session_ok = False  # the current connection got as far as its subscription
-        self._task: asyncio.Task[None] | None = None
         self._outbox = Outbox()
-        self.connected = asyncio.Event()
-        self.reconnects = 0
-        self.takeovers = 0  # DISCONNECTs "session taken over": our client id used elsewhere
-        self.sessions_lost = 0  # connects that found no session of ours at the broker
         self.refused = {"oversized": 0, "retained": 0}
         self.byte_pauses = 0
 
@@ -287,164 +247,35 @@ class MqttSource:
         if self._reading_paused != self._paused:
             self._apply_pause()
 
-    def _on_disconnect(self, reason: int) -> None:
-        why = wire.DISCONNECT_REASONS.get(reason, "unknown reason")
-        if reason == wire.SESSION_TAKEN_OVER:
-            self.takeovers += 1
-            log.error(
-                "broker sent DISCONNECT 0x%02x (%s: %s); reconnecting at once",
-                reason,
-                why,
-                self.options.connect.client_id,
-            )
-        else:
-            log.warning("broker sent DISCONNECT (reason 0x%02x: %s)", reason, why)
+    # -- connection hooks (gateway.mqtt_session) ----------------------------------------
+    def _connection(self) -> Connection:
+        return Connection(self)
 
-    @property
-    def generation(self) -> int:
-        """Number of the current connection (a batch of an older one cannot be acked)."""
-        return self._generation
-
-    def drop_connection(self) -> None:
-        """Close the connection (it is re-established): unacknowledged messages come again."""
-        proto = self._proto
-        if proto is not None and proto.transport is not None:
-            proto.transport.close()
-
-    # -- connection lifecycle ----------------------------------------------------------
-    async def start(self) -> None:
-        """Start connecting in the background; returns at once."""
-        self._task = asyncio.create_task(self._run(), name="mqtt-source")
-
-    async def wait_connected(self, timeout: float) -> None:
-        """Wait for the first successful subscription; TimeoutError otherwise."""
-        await asyncio.wait_for(self.connected.wait(), timeout)
-
-    async def stop(self) -> None:
-        """Disconnect cleanly; unacknowledged messages stay with the broker's session."""
-        self._stopping = True
-        self._wakeup.set()
-        proto = self._proto
-        if proto is not None and proto.transport is not None and not proto.transport.is_closing():
-            proto.transport.write(wire.DISCONNECT_NORMAL)
-            proto.transport.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._outbox.fail_all("source stopped")
-
-    async def _run(self) -> None:
-        opts = self.options
-        delay = opts.reconnect_min_s
-        while not self._stopping:
-            self._session_ok = False
-            try:
-                await self._session()
-            except (OSError, ConnectionError, TimeoutError, wire.ProtocolError) as err:
-                log.warning("MQTT %s:%s: %s", opts.host, opts.port, err)
-            self.connected.clear()
-            if self._stopping:
-                break
-            if self._session_ok:
-                # The connection worked: whatever ended it (a broker restart, a takeover of
-                # our client id), start the backoff afresh rather than where it last was.
-                delay = opts.reconnect_min_s
-            # Full jitter keeps a fleet of gateways from reconnecting in lockstep.
-            await asyncio.sleep(random.uniform(0, delay))
-            delay = min(delay * 2, opts.reconnect_max_s)
-            self.reconnects += 1
-            self._on_event("reconnect")
-
-    async def _session(self) -> None:
-        opts = self.options
-        loop = asyncio.get_running_loop()
-        _, proto = await asyncio.wait_for(
-            loop.create_connection(lambda: Connection(self), opts.host, opts.port),
-            opts.connect_timeout_s,
-        )
-        assert isinstance(proto, Connection)
-        transport = proto.transport
-        assert transport is not None
+    def _connection_started(self) -> None:
         # Messages of the previous connection that were not acknowledged will be redelivered.
-        self._generation += 1
         self._held_bytes = self._unsealed_bytes = 0
         self._paused_bytes = self._reading_paused = False
-        self._proto = proto
-        try:
-            await self._subscribe(proto, transport)
-            self._session_ok = True
-            self.connected.set()
-            await self._keepalive(proto)
-        finally:
-            transport.close()
-            self._seal()  # what this connection delivered goes out under its generation
-            self._proto = None
-            self._outbox.fail_all("connection to the broker lost before PUBACK")
 
-    async def _subscribe(self, proto: Connection, transport: asyncio.Transport) -> None:
-        opts = self.options
-        transport.write(wire.connect_packet(opts.connect))
-        connack = await self._answer(proto, proto.connack, "CONNACK")
-        if connack.reason_code != 0:
-            why = wire.CONNACK_REASONS.get(connack.reason_code, "refused")
-            raise ConnectionError(f"broker refused connection: {why}")
-        if not connack.session_present:
-            self._on_new_session()
-        packet = wire.subscribe_packet(1, list(opts.topic_filters), opts.qos, opts.retain_handling)
-        transport.write(packet)
-        codes = await self._answer(proto, proto.suback, "SUBACK")
-        if any(code >= 0x80 for code in codes):
-            raise ConnectionError(f"broker refused subscription: codes {codes}")
-        limit = connack.maximum_packet_size
-        log.info(
-            "subscribed to %s on %s:%s (session present: %s; broker accepts packets up to %s)",
-            ",".join(opts.topic_filters),
-            opts.host,
-            opts.port,
-            connack.session_present,
-            "any size" if limit is None else f"{limit} bytes",
-        )
+    def _connection_ended(self) -> None:
+        self._seal()  # what this connection delivered goes out under its generation
+        self._outbox.fail_all("connection to the broker lost before PUBACK")
+
+    def _subscribed(self, connack: wire.Connack, transport: asyncio.Transport) -> None:
         if self._paused:
             self._reading_paused = True
             transport.pause_reading()
         self._outbox.send_quota = connack.receive_maximum
 
-    def _on_new_session(self) -> None:
-        """The broker kept no session for us: what it had queued for us is gone."""
+    def _session_lost(self) -> None:
         if self.receipts is not None:
             self.receipts.session_lost()
-        if self._generation > 1:
-            self.sessions_lost += 1
-            log.warning(
-                "broker has no session for client id %s any more (expired, or wiped by a "
-                "client that connected with our id and a clean start): messages it had "
-                "queued for us are lost",
-                self.options.connect.client_id,
-            )
 
-    async def _answer(self, proto: Connection, future: asyncio.Future[_T], what: str) -> _T:
-        """Wait for ``future`` or the end of the connection, whichever comes first."""
-        timeout = self.options.connect_timeout_s
-        waiters: set[asyncio.Future[Any]] = {future, proto.closed}
-        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if future.done():
-            return future.result()
-        if proto.closed.done():
-            raise ConnectionError(f"connection closed by the broker before {what}")
-        raise TimeoutError(f"no {what} within {timeout:g} s")
+    def _on_event(self, name: str) -> None:
+        self._event_hook(name)
 
-    async def _keepalive(self, proto: Connection) -> None:
-        keepalive = self.options.connect.keepalive_s or 60
-        transport = proto.transport
-        assert transport is not None
-        while not proto.closed.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(proto.closed), keepalive / 2)
-            if proto.closed.done():
-                break
-            idle = time.monotonic() - proto.last_rx
-            if idle > keepalive * 1.5 and not self._paused:
-                raise ConnectionError(f"no traffic from broker for {idle:.0f} s")
-            transport.write(wire.PINGREQ)
-        raise ConnectionError("connection closed by broker")
+    async def stop(self) -> None:
+        """Disconnect cleanly; unacknowledged messages stay with the broker's session."""
+        self._stopping = True
+        self._wakeup.set()
+        await super().stop()
+        self._outbox.fail_all("source stopped")
