@@ -181,10 +181,20 @@ def gateway_client_id(state_dir: Path, name: str) -> str:
 
 
 def _new_client_id(state_dir: Path, name: str) -> str:
-    spool = state_dir / "spool"
-    if (spool / name).is_dir() or any(spool.glob(f"{name}-[0-9]*")):
+    if _has_run_before(state_dir / "spool", name):
         return f"scc-gateway-{name}"  # an earlier version ran here: keep its session
     return f"scc-gateway-{name}-{secrets.token_hex(8)}"
+
+
+def _has_run_before(spool: Path, name: str) -> bool:
+    """Whether a gateway of this name spooled anything here (a drain cursor, or a segment
+    with data; an empty spool may just have been opened by this very process)."""
+    for directory in (spool / name, *spool.glob(f"{name}-[0-9]*")):
+        if (directory / "cursor").exists():
+            return True
+        if any(seg.stat().st_size for seg in directory.glob("seg-*.spool")):
+            return True
+    return False
 
 
 def _create_client_id(path: Path, client_id: str) -> None:

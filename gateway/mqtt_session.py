@@ -1,9 +1,9 @@
 """Keeping one MQTT connection up: connect, subscribe, keep alive, reconnect with backoff.
 
 The base of the MQTT source (gateway.mqtt_source), which adds what is done with the messages.
-A connection that got as far as its subscription resets the backoff, whatever ended it; one
-taken over by another client with our client id (DISCONNECT 0x8E) after lasting a while is
-resumed at once. CONNACK and SUBACK are awaited together with the end of the connection, so
+A connection that got as far as its subscription resets the backoff, whatever ended it, and
+one that lasted a while is tried again at once (a takeover of our client id by another client
+then costs a moment). CONNACK and SUBACK are awaited together with the end of the connection, so
 a refused or dropped connection leaves no future with an exception nobody retrieves.
 """
 
@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-#: A session taken over by another client after lasting this long is resumed at once.
-TAKEOVER_GRACE_S = 1.0
+#: A connection that lasted this long is tried again at once when it ends.
+STABLE_SESSION_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,6 @@ class MqttSession:
         self._stopping = False
         self._session_ok = False  # the current connection got as far as its subscription
         self._subscribed_at = 0.0
-        self._taken_over = False  # it ended with DISCONNECT "session taken over"
         self._task: asyncio.Task[None] | None = None
         self.connected = asyncio.Event()
         self.reconnects = 0
@@ -102,9 +101,8 @@ class MqttSession:
         why = wire.DISCONNECT_REASONS.get(reason, "unknown reason")
         if reason == wire.SESSION_TAKEN_OVER:
             self.takeovers += 1
-            self._taken_over = True
             log.error(
-                "broker sent DISCONNECT 0x%02x (%s: %s); reconnecting at once",
+                "broker sent DISCONNECT 0x%02x (%s: %s)",
                 reason,
                 why,
                 self.options.connect.client_id,
@@ -148,7 +146,7 @@ class MqttSession:
         opts = self.options
         delay = opts.reconnect_min_s
         while not self._stopping:
-            self._session_ok = self._taken_over = False
+            self._session_ok = False
             try:
                 await self._session()
             except (OSError, ConnectionError, TimeoutError, wire.ProtocolError) as err:
@@ -160,14 +158,14 @@ class MqttSession:
             wait = random.uniform(0, delay)
             if self._session_ok:
                 # The connection worked: whatever ended it (a broker restart, a takeover of
-                # our client id), start the backoff afresh rather than where it last was.
+                # our client id), start the backoff afresh rather than where it last was,
+                # and after a stable one try again at once: if another client took our id,
+                # what devices publish goes to it or nowhere while it holds it (Mosquitto
+                # 2.0 closes a taken-over connection without saying so). Not after a short
+                # one: two clients taking one id from each other would spin.
                 delay = opts.reconnect_min_s
-                wait = random.uniform(0, delay)
-                if self._taken_over and time.monotonic() - self._subscribed_at >= TAKEOVER_GRACE_S:
-                    # Another client has our id: while it holds it, what devices publish goes
-                    # to it or nowhere, so come back at once. Not after a short session: two
-                    # clients taking one id from each other would spin.
-                    wait = 0.0
+                stable = time.monotonic() - self._subscribed_at >= STABLE_SESSION_S
+                wait = 0.0 if stable else random.uniform(0, delay)
             await asyncio.sleep(wait)
             delay = min(delay * 2, opts.reconnect_max_s)
             self.reconnects += 1

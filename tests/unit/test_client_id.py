@@ -29,6 +29,9 @@ def test_a_state_dir_of_an_earlier_version_keeps_its_session(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     (tmp_path / "spool" / "gw1").mkdir(parents=True)  # that version's spool: it ran here
+    (tmp_path / "spool" / "gw1" / "cursor").write_text("1 0")
+    (tmp_path / "spool" / "gw2").mkdir()  # only opened (empty): no earlier run
+    (tmp_path / "spool" / "gw2" / "seg-000000000001.spool").write_bytes(b"")
     assert gateway_client_id(tmp_path, "gw1") == "scc-gateway-gw1"
     assert "guessable" in caplog.text
     assert gateway_client_id(tmp_path, "gw2").startswith("scc-gateway-gw2-")
