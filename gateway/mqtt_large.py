@@ -55,8 +55,16 @@ class LargeMessage:
         """The dead-letter detail of an oversized message."""
         return (
             f"{self.length} bytes, at most {max_payload}; sha256 {self.sha256}; "
-            f"only the first {len(self.payload)} bytes are kept"
+            f"{TRUNCATED_MARK} {len(self.payload)} bytes are kept"
         )
+
+
+TRUNCATED_MARK = "only the first"
+
+
+def is_truncated(detail: str) -> bool:
+    """Whether a dead letter holds only the start of its message (so cannot be replayed)."""
+    return TRUNCATED_MARK in detail
 
 
 class LargeReader:

@@ -10,7 +10,13 @@ import struct
 import pytest
 
 from gateway import mqtt_wire as wire
-from gateway.mqtt_large import PREFIX_BYTES, LargeMessage, LargeReader, stream_threshold
+from gateway.mqtt_large import (
+    PREFIX_BYTES,
+    LargeMessage,
+    LargeReader,
+    is_truncated,
+    stream_threshold,
+)
 from gateway.mqtt_protocol import Connection
 
 MAX_PAYLOAD = 65_536
@@ -145,3 +151,9 @@ def test_connection_streams_big_packets_between_small_ones_with_bounded_buffer()
             assert sink.counted == small  # streamed bytes are not held, so not counted
 
     asyncio.run(run())
+
+
+def test_a_kept_prefix_is_marked_so_it_is_never_replayed_as_the_message() -> None:
+    message = LargeMessage(0x32, b"a/b", 1, b"x" * PREFIX_BYTES, 10**7, "ab" * 32)
+    assert is_truncated(message.detail(MAX_PAYLOAD))
+    assert not is_truncated("70000 bytes, at most 65536")  # buffered: kept whole
