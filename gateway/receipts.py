@@ -5,7 +5,7 @@ dies after a batch's points are spooled but before the broker has its PUBACKs, t
 delivers those messages again, and a second receive time would store a second point. MQTT 5
 (4.4) requires the resend of an unacknowledged QoS 1 PUBLISH of a resumed session to carry its
 original packet identifier and the DUP flag. So each sealed batch is noted here — receive
-time, and per message its packet id and a fingerprint (CRC-32 of topic and payload) — and the
+time, and per message its packet id and a fingerprint (Adler-32 of topic and payload) — and the
 notes are written and fsynced by :meth:`Receipts.flush`, which the persister's spool stage
 calls before it appends points to the spool: a point is never durable before its receipt.
 A DUP delivery whose packet id and fingerprint match a note gets that note's receive time
@@ -46,8 +46,11 @@ _LITTLE = sys.byteorder == "little"
 
 
 def fingerprint(topic: bytes, payload: bytes) -> int:
-    """CRC-32 of topic then payload: tells a redelivery from another message of the same id."""
-    return zlib.crc32(payload, zlib.crc32(topic))
+    """Adler-32 of topic then payload: tells a redelivery from another message of the same id.
+
+    A check on top of the packet id, not a digest; Adler-32 costs a third of zlib's CRC-32
+    here (~50 against ~170 ns for a 100-byte payload)."""
+    return zlib.adler32(payload, zlib.adler32(topic))
 
 
 @dataclass(slots=True)
