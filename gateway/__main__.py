@@ -19,6 +19,7 @@ from gateway.config import Settings, load_settings
 from gateway.db import make_engine
 from gateway.deadletter import DeadLetterStore
 from gateway.device_ids import reserved_for
+from gateway.mqtt_large import is_truncated
 from gateway.registry import Registry, RegistryError
 
 log = logging.getLogger("gateway")
@@ -146,6 +147,10 @@ def _replay(args: argparse.Namespace, settings: Settings, store: DeadLetterStore
     else:
         letters = store.list(args.reason, args.device, args.limit, include_replayed=False)
     letters = [letter for letter in letters if letter.topic.startswith("scc/")]
+    partial = [letter for letter in letters if is_truncated(letter.detail)]
+    if partial:  # only the start of an oversized message was kept: replaying it would lie
+        print(f"not replayed (only a prefix kept): {' '.join(str(x.id) for x in partial)}")
+        letters = [letter for letter in letters if not is_truncated(letter.detail)]
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
     if settings.mqtt_username:
         client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
@@ -242,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the gateway")
     _add_common(run)
-    run.add_argument("--name", help="gateway name (MQTT client id scc-gateway-<name>)")
+    run.add_argument("--name", help="gateway name (MQTT client id scc-gateway-<name>-<random>)")
     run.add_argument("--mqtt-host")
     run.add_argument("--mqtt-port", type=int)
     run.add_argument("--influx-url")

@@ -93,8 +93,12 @@ class Persister:
         dead_letters: DeadLetterStore,
         rules: RuleStage,
         max_group: int = 64,
+        before_spool: Callable[[], None] | None = None,
     ) -> None:
         self.spool = spool
+        # Made durable before each spool append (the MQTT source's receive times): nothing
+        # reaches the spool before what a redelivery of it would need.
+        self.before_spool = before_spool
         self.dead_letters = dead_letters
         self.rules = rules
         self.max_group = max_group
@@ -263,6 +267,8 @@ class Persister:
             group.check_sla = False
 
     def _append(self, groups: list[_Group]) -> None:
+        if self.before_spool is not None:
+            self.before_spool()
         records = [
             record for group in groups for record in (*group.bodies, group.alert_body) if record
         ]

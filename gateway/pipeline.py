@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from devices import KINDS, load_kind
 from devices.base import JSON_CODEC, TOPIC_KINDS, Codec, DecodeError, DeviceKind, Reading
 from gateway.lineproto import FieldWriter, escape_string_field, series_prefix
-from gateway.mqtt_source import Batch
+from gateway.mqtt_source import RECEIVE_STEP_NS, Batch
 from gateway.registry import DeviceInfo
 
 log = logging.getLogger(__name__)
@@ -287,6 +287,12 @@ class Pipeline:
         """Handle every message of the batch; never raises for bad input."""
         result = BatchResult()
         recv = batch.received_ns
+        if batch.refused:
+            self._refused(batch, result)
+        # Receive times: message i's is recv + i * step, unless it is a redelivery whose
+        # first receive time was kept (then its points are the same points again).
+        step = RECEIVE_STEP_NS
+        fixed = batch.fixed_ts
         routes = self._routes
         last_seen = self.last_seen
         by_kind = result.messages_by_kind
@@ -330,13 +336,18 @@ class Pipeline:
                     fields = route.writer.fields(reading)
                     if not fields:
                         raise DecodeError("empty_reading", "no readings in the message")
-                    ts = reading.ts if reading.ts is not None else recv + index * 1000
+                    if reading.ts is not None:
+                        ts = reading.ts
+                    elif fixed is None:
+                        ts = recv + index * step
+                    else:
+                        ts = fixed.get(index, recv + index * step)
                     lines_append(f"{route.head}{device_id}{route.tail} {fields} {ts}")
                     accepted_append(Accepted(route.info, route.topic_kind, reading, ts))
                 elif route.topic_kind == "status":
-                    self._status(route, payload, recv + index * 1000, result)
+                    self._status(route, payload, _receive_ts(recv, index, fixed), result)
                 else:
-                    self._readings(route, payload, recv + index * 1000, result)
+                    self._readings(route, payload, _receive_ts(recv, index, fixed), result)
             except _TopicError as err:
                 self._reject(result, recv, topic, err.device_id, err.reason, err.detail, payload)
                 continue
@@ -349,6 +360,20 @@ class Pipeline:
             last_seen[device_id] = recv
             by_kind[route.info.kind] += 1
         return result
+
+    def _refused(self, batch: Batch, result: BatchResult) -> None:
+        """Dead letters for the messages the source refused itself (oversized, retained)."""
+        for item in batch.refused:
+            route = self._routes.get(item.topic)
+            if route is not None:
+                device_id: str | None = route.info.device_id
+            else:
+                parts = item.topic.decode("utf-8", "replace").split("/")
+                device_id = parts[2] if len(parts) == 4 and parts[2] else None
+            self._reject(
+                result, batch.received_ns, item.topic, device_id, item.reason, item.detail,
+                item.payload,
+            )  # fmt: skip
 
     def _rate_limited(self) -> DecodeError:
         return DecodeError(
@@ -404,6 +429,12 @@ class Pipeline:
         item = Rejected(recv, topic.decode("utf-8", "replace"), device_id, reason, detail, payload)
         result.rejected.append(item)
         self._log(item)
+
+
+def _receive_ts(recv: int, index: int, fixed: dict[int, int] | None) -> int:
+    """Receive time of message ``index`` of a batch (see Pipeline.process)."""
+    default = recv + index * RECEIVE_STEP_NS
+    return default if fixed is None else fixed.get(index, default)
 
 
 def parse_status(payload: bytes) -> str:

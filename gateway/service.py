@@ -38,12 +38,13 @@ from gateway.gateway_metrics import gateway_samples
 from gateway.gctune import tune_for_service
 from gateway.influx import Drainer, LineWriter
 from gateway.metrics import Sample, influx_lines
-from gateway.mqtt_source import Batch, MqttSource, SourceOptions
+from gateway.mqtt_source import RECEIVE_STEP_NS, Batch, MqttSource, SourceOptions
 from gateway.notify import Dispatcher
 from gateway.partition import owned_partitions
 from gateway.persist import Persister, PersistJob
 from gateway.pipeline import BatchResult, Pipeline, Rejected, registry_lookup
 from gateway.readiness import IngestParts, Report, check
+from gateway.receipts import Receipts
 from gateway.registry import DeviceInfo, Registry
 from gateway.rulestage import RuleStage
 from gateway.spool import Spool, SpoolFullError
@@ -125,10 +126,15 @@ class Gateway:
             batch_max=settings.batch_max,
             linger_s=settings.linger_ms / 1000,
             urgent_linger_s=settings.event_linger_ms / 1000,
+            max_payload_bytes=settings.max_payload_bytes,
+            max_buffered_bytes=settings.mqtt_max_buffered_bytes,
         )
         if settings.worker_mode:
             options = shared_source_options(settings, options)
-        self.source = MqttSource(options)
+        self.receipts = Receipts(
+            settings.receipts_path, RECEIVE_STEP_NS, settings.receive_maximum, settings.spool_fsync
+        )
+        self.source = MqttSource(options, receipts=self.receipts)
         self._stopping = asyncio.Event()
         self._stop_deadline = math.inf  # monotonic time by which run() must return
         self.clock: Clock = clock or SystemClock()
@@ -148,7 +154,9 @@ class Gateway:
             self.rules = RuleStage(
                 self.engine, self.clock, settings.rules_dir, snapshot, self._publish
             )
-        self.persister = Persister(self.spool, self.dead_letters, self.rules)
+        self.persister = Persister(
+            self.spool, self.dead_letters, self.rules, before_spool=self.receipts.flush
+        )
         if isinstance(self.rules, PartitionedRuleStage):
             self.rule_consumer = RuleConsumer(
                 rule_consumer_options(settings, self.rules.owned),
