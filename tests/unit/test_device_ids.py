@@ -94,9 +94,13 @@ def test_configured_broker_names_are_reserved(device_id: str, refused: bool) -> 
         assert problem is not None and "broker login or client id of this gateway" in problem
 
 
-def test_the_default_client_id_is_reserved_by_its_prefix() -> None:
-    reserved = reserved_for(Settings(name="north"))
-    assert reserved.clash("scc-gateway-north") is not None
+def test_the_default_client_id_is_reserved(tmp_path: Path) -> None:
+    settings = Settings(name="north", state_dir=tmp_path)
+    reserved = reserved_for(settings)
+    assert settings.client_id.startswith("scc-gateway-north-")
+    assert reserved.clash(settings.client_id) is not None
+    assert reserved.clash(settings.client_id + "-rules-0") is not None
+    # the id of an earlier version, and anything else of the stem, by the scc- prefix
     assert device_id_problem("scc-gateway-north", reserved) is not None
 
 
