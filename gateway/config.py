@@ -97,6 +97,9 @@ class Settings(BaseModel):
     rule_partitions: int = Field(16, ge=1, le=4096)  # the same on every worker
 
     spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
+    #: Bound of the dead-letter store; above it the oldest letters of the biggest reason go
+    #: first, each counted (gateway/deadletter.py).
+    dead_letter_max_bytes: int = Field(256 << 20, ge=1 << 20)
     spool_fsync: bool = True
     #: SIGTERM/SIGINT: the gateway returns within this, whatever the spool's state (what
     #: is not acknowledged by then stays in the broker's session and comes again).

@@ -62,6 +62,45 @@ def gateway_samples(gw: Gateway) -> list[Sample]:
         Sample("scc_influx_write_batch_lines", d.last_batch_lines, kind="gauge"),
         Sample("scc_influx_write_batch_seconds", d.last_batch_seconds, kind="gauge"),
         Sample("scc_mqtt_reconnects_total", gw.source.reconnects),
+        Sample(
+            "scc_mqtt_takeovers_total",
+            gw.source.takeovers,
+            help="connections ended because another client used our client id",
+        ),
+        Sample(
+            "scc_mqtt_sessions_lost_total",
+            gw.source.sessions_lost,
+            help="connects that found no session of ours at the broker",
+        ),
+        Sample(
+            "scc_mqtt_byte_pauses_total",
+            gw.source.byte_pauses,
+            help="socket reads paused by the buffered-bytes budget",
+        ),
+        Sample(
+            "scc_dead_letter_bytes",
+            gw.dead_letters.held_bytes(),
+            kind="gauge",
+            help="bytes held by the dead-letter store (bound: dead_letter_max_bytes)",
+        ),
+    ]
+    out += [
+        Sample(
+            "scc_mqtt_refused_total",
+            n,
+            (("reason", reason),),
+            help="deliveries refused by the MQTT source (kept as dead letters)",
+        )
+        for reason, n in sorted(gw.source.refused.items())
+    ]
+    out += [
+        Sample(
+            "scc_dead_letters_pruned_total",
+            n,
+            (("reason", reason),),
+            help="dead letters removed to keep the store within its bound",
+        )
+        for reason, n in sorted(gw.dead_letters.pruned.items())
     ]
     out += [
         Sample(

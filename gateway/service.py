@@ -94,7 +94,7 @@ class Gateway:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.engine = engine or make_engine(settings.database_url)
         self.registry = Registry(self.engine)
-        self.dead_letters = DeadLetterStore(self.engine)
+        self.dead_letters = DeadLetterStore(self.engine, settings.dead_letter_max_bytes)
         self.spool = Spool(settings.spool_dir, settings.spool_max_bytes, fsync=settings.spool_fsync)
         self.counters = Counters()
         self.drainer = Drainer(
