@@ -73,6 +73,11 @@ def gateway_samples(gw: Gateway) -> list[Sample]:
             help="connects that found no session of ours at the broker",
         ),
         Sample(
+            "scc_mqtt_session_errors_total",
+            gw.source.session_errors,
+            help="MQTT sessions ended by an unexpected exception (then reconnected)",
+        ),
+        Sample(
             "scc_mqtt_byte_pauses_total",
             gw.source.byte_pauses,
             help="socket reads paused by the buffered-bytes budget",

@@ -71,6 +71,7 @@ class MqttSession:
         self.reconnects = 0
         self.takeovers = 0  # DISCONNECTs "session taken over": our client id used elsewhere
         self.sessions_lost = 0  # connects that found no session of ours at the broker
+        self.session_errors = 0  # sessions ended by an unexpected exception (a bug)
 
     # -- hooks -------------------------------------------------------------------------
     def _connection(self) -> Connection:
@@ -151,6 +152,12 @@ class MqttSession:
                 await self._session()
             except (OSError, ConnectionError, TimeoutError, wire.ProtocolError) as err:
                 log.warning("MQTT %s:%s: %s", opts.host, opts.port, err)
+            except Exception:
+                # A bug of ours must not end ingest for good (nor leave ``connected`` set
+                # for readiness): say so with the traceback, count it, connect again.
+                self.session_errors += 1
+                self._session_ok = False
+                log.exception("MQTT session failed unexpectedly; reconnecting")
             self.connected.clear()
             if self._stopping:
                 break
