@@ -31,6 +31,7 @@ import psutil
 
 from bench.loadgen import Device, make_devices, make_messages, publish, publish_packets
 from gateway import mqtt_wire as wire
+from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.registry import Registry
 from gateway.services import (
@@ -211,7 +212,7 @@ def measure(
     publisher.join(120)
     stop_consumer(proc)
     if system == "gateway":
-        asyncio.run(drop_session(mqtt.port, f"scc-gateway-{db}"))
+        asyncio.run(drop_session(mqtt.port, Settings(state_dir=workdir, name=db).client_id))
     return RunResult(system, len(messages), stored, seconds, cpu, peak / 2**20)
 
 

@@ -32,6 +32,7 @@ import psutil
 
 from bench.e2e import drop_session, prepare_registry, stop_consumer, wait_until_stored
 from bench.loadgen import make_devices, make_messages, publish, publish_packets
+from gateway.config import Settings
 from gateway.services import (
     ManagedProcess,
     create_influx_database,
@@ -126,7 +127,7 @@ def measure(
     publisher.join(120)
     for proc in procs:
         stop_consumer(proc)
-    client = f"scc-gateway-{db}"
+    client = Settings(state_dir=workdir, name=db).client_id
     sessions = [client] if system == "single" else []
     for index in range(SYSTEMS[system] if system != "single" else 0):
         sessions += [f"{client}-{index}", f"{client}-rules-{index}"]

@@ -18,6 +18,8 @@ from gateway import services
 from gateway.config import Settings, load_settings
 from gateway.db import make_engine
 from gateway.deadletter import DeadLetterStore
+from gateway.device_ids import reserved_for
+from gateway.mqtt_large import is_truncated
 from gateway.registry import Registry, RegistryError
 
 log = logging.getLogger("gateway")
@@ -49,15 +51,20 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the gateway until SIGINT/SIGTERM."""
-    from gateway.service import Gateway
+    from gateway.service import Gateway, exit_watchdog
 
     settings = _settings(args)
     gateway = Gateway(settings)
 
+    def on_signal() -> None:
+        if not gateway.stopping:  # the shutdown bound, even if a thread is stuck
+            exit_watchdog(settings.shutdown_timeout_s + 5)
+        gateway.stop()
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, gateway.stop)
+            loop.add_signal_handler(sig, on_signal)
         if settings.worker_mode:
             log.info(
                 "worker %d of %d, %d rule partitions, shared group %s",
@@ -84,7 +91,7 @@ def cmd_registry(args: argparse.Namespace) -> int:
     """Load a community fixture, or print registry counts."""
     settings = _settings(args)
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    registry = Registry(make_engine(settings.database_url))
+    registry = Registry(make_engine(settings.database_url), reserved_for(settings))
     if args.action == "load":
         try:
             nodes, devices = registry.load_community(args.path)
@@ -140,6 +147,10 @@ def _replay(args: argparse.Namespace, settings: Settings, store: DeadLetterStore
     else:
         letters = store.list(args.reason, args.device, args.limit, include_replayed=False)
     letters = [letter for letter in letters if letter.topic.startswith("scc/")]
+    partial = [letter for letter in letters if is_truncated(letter.detail)]
+    if partial:  # only the start of an oversized message was kept: replaying it would lie
+        print(f"not replayed (only a prefix kept): {' '.join(str(x.id) for x in partial)}")
+        letters = [letter for letter in letters if not is_truncated(letter.detail)]
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="", protocol=mqtt.MQTTv5)
     if settings.mqtt_username:
         client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
@@ -236,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run the gateway")
     _add_common(run)
-    run.add_argument("--name", help="gateway name (MQTT client id scc-gateway-<name>)")
+    run.add_argument("--name", help="gateway name (MQTT client id scc-gateway-<name>-<random>)")
     run.add_argument("--mqtt-host")
     run.add_argument("--mqtt-port", type=int)
     run.add_argument("--influx-url")

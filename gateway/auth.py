@@ -255,6 +255,23 @@ def authenticate(session: Session, token: str | None) -> Principal:
     return Principal(row.prefix, row.name, row.role, row.node_id, index.subtree(row.node_id), index)
 
 
+def token_problem(session: Session, principal: Principal) -> str | None:
+    """Why the token behind ``principal`` no longer grants what it did when it was
+    checked (revoked, deleted, another role or scope), or None while it still does.
+
+    Long-lived responses (the event stream) ask this every few seconds."""
+    row = session.scalar(select(ApiToken).where(ApiToken.prefix == principal.token_prefix))
+    if row is None:
+        return "the API token no longer exists"
+    if row.revoked_at is not None:
+        return "the API token was revoked"
+    if row.role != principal.role:
+        return f"the API token's role changed from {principal.role} to {row.role}"
+    if row.node_id != principal.scope_node_id:
+        return "the API token's scope changed"
+    return None
+
+
 def list_tokens(session: Session) -> list[tuple[ApiToken, str]]:
     """Every token with the code of its scope node, oldest first."""
     rows = session.execute(

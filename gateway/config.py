@@ -5,12 +5,18 @@ Precedence: command-line flags > environment (``SCC_<FIELD>``) > YAML file > def
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import secrets
+import time
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+log = logging.getLogger(__name__)
 
 
 class Settings(BaseModel):
@@ -26,7 +32,7 @@ class Settings(BaseModel):
     mqtt_port: int = Field(1883, ge=1, le=65535)
     mqtt_username: str | None = None
     mqtt_password: str | None = None
-    mqtt_client_id: str = ""  # default: scc-gateway-<name>
+    mqtt_client_id: str = ""  # default: scc-gateway-<name>-<random>, see gateway_client_id
     mqtt_admin_username: str | None = None  # dynamic-security admin: provisions devices
     mqtt_admin_password: str | None = None
     mqtt_qos: Literal[0, 1] = 1
@@ -36,6 +42,9 @@ class Settings(BaseModel):
     linger_ms: float = Field(20.0, ge=0, le=5000)
     event_linger_ms: float = Field(0.0, ge=0, le=5000)  # a batch holding an event message
     max_payload_bytes: int = Field(65536, ge=64, le=1 << 20)
+    #: Bytes of received messages not yet acknowledged above which the gateway stops reading
+    #: from the broker until acknowledgements catch up (receive_maximum bounds their number).
+    mqtt_max_buffered_bytes: int = Field(64 << 20, ge=1 << 20)
     device_rate_per_s: float = Field(20.0, ge=0)  # 0: no per-device throttling
     device_burst: int = Field(200, ge=1)
     #: How far back, on its own clock (``ts``), a device catching up after an outage may
@@ -64,6 +73,13 @@ class Settings(BaseModel):
 
     api_host: str = "127.0.0.1"
     api_port: int = Field(0, ge=0, le=65535)  # 0: no API in this process (`run` serves 8080)
+    #: Request bodies (gateway/api/bodyguard.py): read only after the token is checked, at
+    #: most this many bytes (JSON routes; the bulk import has its own bound), within a time.
+    api_max_body_bytes: int = Field(64 << 10, ge=1024, le=64 << 20)
+    api_max_import_bytes: int = Field(8 << 20, ge=1024, le=256 << 20)
+    api_body_timeout_s: float = Field(30.0, gt=0, le=3600)
+    #: How often an open event stream checks that its token is still valid, unchanged.
+    api_token_recheck_s: float = Field(1.0, gt=0, le=60)
     rules_dir: Path | None = None  # site rules overriding devices/<kind>/rules.yaml
     rules_tick_s: float = Field(1.0, gt=0, le=60)
     sla_check_s: float = Field(10.0, gt=0, le=3600)
@@ -90,7 +106,15 @@ class Settings(BaseModel):
     rule_partitions: int = Field(16, ge=1, le=4096)  # the same on every worker
 
     spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
+    #: Bound of the dead-letter store; above it the oldest letters of the biggest reason go
+    #: first, each counted (gateway/deadletter.py).
+    dead_letter_max_bytes: int = Field(256 << 20, ge=1 << 20)
     spool_fsync: bool = True
+    #: SIGTERM/SIGINT: the gateway returns within this, whatever the spool's state (what
+    #: is not acknowledged by then stays in the broker's session and comes again).
+    shutdown_timeout_s: float = Field(15.0, gt=0, le=300)
+    #: Not ready once data has waited this long without a successful InfluxDB write.
+    influx_stall_s: float = Field(30.0, gt=0)
     stats_interval_s: float = Field(5.0, gt=0)
     #: Freeze start-up objects and collect rarely (gateway/gctune.py): fewer, shorter pauses.
     gc_freeze: bool = True
@@ -127,8 +151,14 @@ class Settings(BaseModel):
 
     @property
     def client_id(self) -> str:
-        """The MQTT client id: stable, so the broker keeps our persistent session."""
-        return self.mqtt_client_id or f"scc-gateway-{self.name}"
+        """The MQTT client id: ``mqtt_client_id``, else :func:`gateway_client_id` (the one
+        place it comes from: worker ids add ``-<K>`` / ``-rules-<K>`` to it)."""
+        return self.mqtt_client_id or gateway_client_id(self.state_dir, self.name)
+
+    @property
+    def receipts_path(self) -> Path:
+        """Receive times of the QoS 1 messages of the last batches (gateway.receipts)."""
+        return self.state_dir / "mqtt" / f"{self.spool_dir.name}.receipts"
 
     @property
     def spool_dir(self) -> Path:
@@ -136,6 +166,75 @@ class Settings(BaseModel):
         if self.worker_mode:
             return self.state_dir / "spool" / f"{self.name}-{self.worker_index}"
         return self.state_dir / "spool" / self.name
+
+
+_WARNED: set[Path] = set()  # legacy client ids already warned about (once per process)
+
+
+def gateway_client_id(state_dir: Path, name: str) -> str:
+    """``scc-gateway-<name>-<16 random hex digits>``, made once and kept in the state directory.
+
+    Stable, so the broker keeps our persistent session across restarts; not guessable from
+    the gateway's name, so that a client on an anonymous broker cannot take it over (with
+    dynamic security each login is also bound to its own client id). A state directory an
+    earlier version ran in keeps that version's ``scc-gateway-<name>``: a new id would
+    strand the backlog the broker holds in the old session.
+    """
+    path = state_dir / "mqtt" / f"{name}.client-id"
+    for _ in range(50):  # bounded: another process may be writing it right now
+        with contextlib.suppress(FileNotFoundError):
+            client_id = path.read_text(encoding="utf-8").strip()
+            if client_id:
+                break
+        if not path.exists():
+            _create_client_id(path, _new_client_id(state_dir, name))
+        else:
+            time.sleep(0.01)
+    else:
+        raise RuntimeError(f"{path} stays empty; delete it to make a new client id")
+    if client_id == f"scc-gateway-{name}" and path not in _WARNED:
+        _WARNED.add(path)
+        log.warning(
+            "MQTT client id %s is guessable (kept from an earlier version, whose session at "
+            "the broker may hold a backlog); once it is drained, stop the gateway and delete "
+            "%s for an unguessable one",
+            client_id,
+            path,
+        )
+    return client_id
+
+
+def _new_client_id(state_dir: Path, name: str) -> str:
+    if _has_run_before(state_dir / "spool", name):
+        return f"scc-gateway-{name}"  # an earlier version ran here: keep its session
+    return f"scc-gateway-{name}-{secrets.token_hex(8)}"
+
+
+def _has_run_before(spool: Path, name: str) -> bool:
+    """Whether a gateway of this name spooled anything here (a drain cursor, or a segment
+    with data; an empty spool may just have been opened by this very process)."""
+    for directory in (spool / name, *spool.glob(f"{name}-[0-9]*")):
+        if (directory / "cursor").exists():
+            return True
+        if any(seg.stat().st_size for seg in directory.glob("seg-*.spool")):
+            return True
+    return False
+
+
+def _create_client_id(path: Path, client_id: str) -> None:
+    """Write the id aside, then link it in place: readers never see a partial file, and of
+    two processes starting at once, one wins and the other reads its id."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    tmp.write_text(client_id + "\n", encoding="utf-8")
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
 
 
 def load_settings(path: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:

@@ -1,80 +1,103 @@
 """Per-device MQTT credentials through Mosquitto's dynamic-security plugin.
 
-The plugin is driven by JSON commands published to ``$CONTROL/dynamic-security/v1``;
-it answers on ``$CONTROL/dynamic-security/v1/response`` with
-``{"responses": [{"command": ..., "error": ..., "correlationData": ...}]}`` (no
-``error`` key on success). Facts checked against Debian's Mosquitto 2.0.11:
+Facts checked against Debian's Mosquitto 2.0.11:
 
 - ACL topics are matched literally: ``%u``/``%c`` are *not* substituted in dynsec
   ACLs (a role allowing ``scc/v1/%u/#`` lets ``dev1`` publish on ``scc/v1/%u/x`` only).
   So every device gets a role of its own, ``device-<id>``.
-- The config file stores PBKDF2-HMAC-SHA512 hashes (base64, 12-byte salt, as
-  ``mosquitto_ctrl dynsec init`` writes them), so the initial file with the admin
-  client is generated here without needing ``mosquitto_ctrl``.
+- ``createClient`` with ``clientid`` binds the login to that client id: a CONNECT with the
+  right password and any other client id (or none) is refused "not authorized". Every
+  device login is bound to its device id, so no device can connect as another client id —
+  in particular not as the gateway's (``scc-…`` ids are no device's: see
+  :mod:`gateway.device_ids`) to take over its persistent session.
+- ``createClient`` refuses an existing user name; ``getClient``/``getRole`` return
+  ``textname``/``textdescription``. What the gateway creates carries a mark in
+  ``textdescription``; it replaces or deletes only clients and roles with its mark (or the
+  exact shape an earlier version created), never a login someone else made.
+- The initial plugin file with the admin client is written by :mod:`gateway.dynsec_config`.
 - ``deleteClient`` disconnects sessions using those credentials at once.
+- ``deleteRole`` of a role some client still holds leaves that client pointing at freed
+  memory (later answers carry garbage role names, or none comes): roles are reset in place
+  with ``modifyRole`` and deleted only after the one client holding them.
 
 Passwords are generated here, returned once and never stored by us.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import logging
-import os
 import secrets
-import threading
-import time
-import uuid
-from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
+
+from gateway.device_ids import NO_CONFIGURED_NAMES, ReservedNames, device_id_problem
+from gateway.dynsec_client import CONTROL_TOPIC, RESPONSE_TOPIC, DynsecClient, DynsecError
+from gateway.dynsec_config import (
+    ADMIN_ROLE,
+    acl,
+    hash_password,
+    initial_config,
+    write_initial_config,
+)
+
+__all__ = [  # re-exported: callers keep importing the plugin's pieces from here
+    "ADMIN_ROLE",
+    "CONTROL_TOPIC",
+    "RESPONSE_TOPIC",
+    "DynsecClient",
+    "DynsecError",
+    "hash_password",
+    "initial_config",
+    "write_initial_config",
+]
 
 logger = logging.getLogger(__name__)
 
-CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
-RESPONSE_TOPIC = "$CONTROL/dynamic-security/v1/response"
 DEVICE_TOPIC_KINDS = ("telemetry", "event", "status")
 GATEWAY_ROLE = "scc-gateway"
-ADMIN_ROLE = "admin"
-_HASH_ITERATIONS = 101  # what mosquitto_ctrl and the plugin use; secrets here are random
+#: ``textdescription`` of every client and role the gateway creates: its ownership mark.
+DEVICE_MARK = "managed by smart-community-gateway: device login"
+GATEWAY_MARK = "managed by smart-community-gateway: gateway login"
 _NOT_FOUND_ERRORS = ("Client not found", "Role not found")
 
 Acl = dict[str, Any]
 
 
-class DynsecError(RuntimeError):
-    """The broker could not be reached, or refused a dynamic-security command."""
+class LoginConflictError(DynsecError):
+    """The broker holds a client or role of that name which the gateway did not create."""
+
+
+class ReservedLoginError(DynsecError):
+    """The name is not a device's: invalid, or one of the gateway's own broker names."""
 
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """A device's MQTT login, returned once at registration."""
+    """A device's MQTT login, returned once at registration (``client_id`` is bound)."""
 
     username: str
     password: str = field(repr=False)
     publish_topics: tuple[str, ...]
     command_topic: str
+    client_id: str = ""
 
 
 class Provisioner(Protocol):
     """Creates and revokes broker credentials for devices."""
 
     def create(self, device_id: str) -> Credentials:
-        """(Re)create the device's client with a fresh password; return it once."""
+        """(Re)create the device's own client with a fresh password; return it once."""
         ...
 
     def revoke(self, device_id: str) -> None:
-        """Delete the device's client and role (a no-op when there are none)."""
+        """Delete the device's own client and role (a no-op when there are none)."""
         ...
 
-    def ensure_gateway_role(self, username: str, password: str) -> None:
-        """Create or update the gateway's client and role (subscribe and read scc/v1/#)."""
-        ...
+
+def device_role(device_id: str) -> str:
+    """The role holding a device's ACLs."""
+    return f"device-{device_id}"
 
 
 def device_topics(device_id: str) -> tuple[tuple[str, ...], str]:
@@ -86,8 +109,8 @@ def device_topics(device_id: str) -> tuple[tuple[str, ...], str]:
 def device_acls(device_id: str) -> list[Acl]:
     """ACLs of ``device-<id>``: publish its own topics, read only its command topic."""
     publish, command = device_topics(device_id)
-    acls: list[Acl] = [_acl("publishClientSend", topic) for topic in publish]
-    acls += [_acl("subscribeLiteral", command), _acl("publishClientReceive", command)]
+    acls: list[Acl] = [acl("publishClientSend", topic) for topic in publish]
+    acls += [acl("subscribeLiteral", command), acl("publishClientReceive", command)]
     return acls
 
 
@@ -95,7 +118,7 @@ def gateway_acls() -> list[Acl]:
     """ACLs of the gateway: subscribe to and receive every device topic, publish commands
     and dead-letter replays; in worker mode, forward readings to the rule partitions."""
     return [
-        _acl(acltype, topic)
+        acl(acltype, topic)
         for topic in ("scc/v1/#", "scc/internal/#")
         for acltype in (
             "subscribePattern",
@@ -106,237 +129,245 @@ def gateway_acls() -> list[Acl]:
     ]
 
 
-def _acl(acltype: str, topic: str, allow: bool = True) -> Acl:
-    return {"acltype": acltype, "topic": topic, "priority": 0, "allow": allow}
+def _find(response: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    """The ``client``/``role`` of a get response; None when the broker has none."""
+    error = response.get("error")
+    if error in _NOT_FOUND_ERRORS:
+        return None
+    if error:
+        raise DynsecError(f"dynamic-security {response.get('command')} refused: {error}")
+    found = (response.get("data") or {}).get(key)
+    if not isinstance(found, dict):
+        raise DynsecError(f"dynamic-security {response.get('command')}: no {key} in the answer")
+    return found
 
 
-def hash_password(password: str, salt: bytes | None = None) -> dict[str, Any]:
-    """The plugin's stored form of a password: PBKDF2-HMAC-SHA512, base64 fields."""
-    salt = salt or secrets.token_bytes(12)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, _HASH_ITERATIONS)
-    return {
-        "password": base64.b64encode(digest).decode(),
-        "salt": base64.b64encode(salt).decode(),
-        "iterations": _HASH_ITERATIONS,
-    }
+def _acl_set(acls: object) -> frozenset[tuple[str, str, bool]]:
+    items = acls if isinstance(acls, list) else []
+    return frozenset(
+        (str(a.get("acltype")), str(a.get("topic")), bool(a.get("allow")))
+        for a in items
+        if isinstance(a, dict)
+    )
 
 
-def initial_config(admin_username: str, admin_password: str) -> dict[str, Any]:
-    """A first ``dynamic-security.json``: one admin client, deny-by-default ACLs.
-
-    Same shape as ``mosquitto_ctrl dynsec init`` writes, except that
-    ``publishClientReceive`` defaults to deny too, so a client only ever receives what a
-    role grants it.
-    """
-    admin_acls = [
-        _acl("publishClientSend", "$CONTROL/dynamic-security/#"),
-        _acl("publishClientReceive", "$CONTROL/dynamic-security/#"),
-        _acl("subscribePattern", "$CONTROL/dynamic-security/#"),
-        _acl("unsubscribePattern", "#"),
-    ]
-    client: dict[str, Any] = {"username": admin_username, "textName": "scc dynsec admin"}
-    client |= hash_password(admin_password)
-    client["roles"] = [{"rolename": ADMIN_ROLE}]
-    return {
-        "clients": [client],
-        "roles": [{"rolename": ADMIN_ROLE, "acls": admin_acls}],
-        "defaultACLAccess": {
-            "publishClientSend": False,
-            "publishClientReceive": False,
-            "subscribe": False,
-            "unsubscribe": True,
-        },
-    }
+def _roles_of(client: Mapping[str, Any]) -> list[str]:
+    roles = client.get("roles")
+    return [str(r.get("rolename")) for r in roles if isinstance(r, dict)] if roles else []
 
 
-def write_initial_config(path: Path, admin_username: str, admin_password: str) -> None:
-    """Write :func:`initial_config` to ``path`` readable by the owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(initial_config(admin_username, admin_password), indent=2)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text + "\n")
+def device_client_is_ours(device_id: str, client: Mapping[str, Any]) -> bool:
+    """Whether a broker client of that user name is the device login the gateway made:
+    our mark, or exactly what versions before the mark created (text name and own role)."""
+    if client.get("textdescription") == DEVICE_MARK:
+        return True
+    return (
+        "textdescription" not in client
+        and client.get("textname") == f"scc device {device_id}"
+        and _roles_of(client) == [device_role(device_id)]
+    )
 
 
-class DynsecClient:
-    """Request/response over MQTT with the plugin, as an admin client (thread-safe).
+def device_role_is_ours(device_id: str, role: Mapping[str, Any]) -> bool:
+    """Whether the ``device-<id>`` role is ours: our mark, or unmarked with exactly the
+    device's ACLs (as versions before the mark created it)."""
+    if role.get("textdescription") == DEVICE_MARK:
+        return True
+    return "textdescription" not in role and _acl_set(role.get("acls")) == _acl_set(
+        device_acls(device_id)
+    )
 
-    Nothing connects until :meth:`connect` (or the first :meth:`call`).
-    """
 
-    def __init__(
-        self, host: str, port: int, username: str, password: str, *, timeout: float = 5.0
-    ) -> None:
-        self.host, self.port, self.timeout = host, port, timeout
-        self._username, self._password = username, password
-        self._client: Any = None
-        self._ready = threading.Event()
-        self._refused: str | None = None
-        self._pending: dict[str, Future[dict[str, Any]]] = {}
-        self._lock = threading.Lock()
+def gateway_client_is_ours(client: Mapping[str, Any]) -> bool:
+    """Whether a client is the gateway login made here (marked, or as made before marks)."""
+    if client.get("textdescription") == GATEWAY_MARK:
+        return True
+    return "textdescription" not in client and client.get("textname") == "scc gateway"
 
-    def connect(self) -> None:
-        """Connect, subscribe to the response topic and wait until both are done."""
-        with self._lock:
-            if self._client is None:
-                self._client = self._make_client()
-                try:
-                    self._client.connect(self.host, self.port, keepalive=30)
-                except OSError as err:
-                    self._client = None
-                    raise DynsecError(f"broker {self.host}:{self.port}: {err}") from err
-                self._client.loop_start()
-        deadline = time.monotonic() + self.timeout
-        while not self._ready.wait(0.05):
-            if self._refused or time.monotonic() > deadline:
-                reason = self._refused or f"no answer within {self.timeout:.0f} s"
-                self.close()
-                raise DynsecError(
-                    f"dynamic-security admin login to {self.host}:{self.port}: {reason}"
-                )
 
-    def close(self) -> None:
-        """Disconnect and stop the network thread."""
-        with self._lock:
-            client, self._client = self._client, None
-            self._ready.clear()
-            self._refused = None
-        if client is not None:
-            client.disconnect()
-            client.loop_stop()
+def gateway_role_is_ours(role: Mapping[str, Any]) -> bool:
+    """Whether the ``scc-gateway`` role is ours (marked, or unmarked with exactly its ACLs)."""
+    if role.get("textdescription") == GATEWAY_MARK:
+        return True
+    return "textdescription" not in role and _acl_set(role.get("acls")) == _acl_set(gateway_acls())
 
-    def call(self, commands: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """Send commands in one message; return their responses in the same order."""
-        if not self._ready.is_set():
-            self.connect()
-        futures: list[Future[dict[str, Any]]] = []
-        payload = []
-        for command in commands:
-            correlation = uuid.uuid4().hex
-            future: Future[dict[str, Any]] = Future()
-            with self._lock:
-                self._pending[correlation] = future
-            futures.append(future)
-            payload.append({**command, "correlationData": correlation})
-        self._client.publish(CONTROL_TOPIC, json.dumps({"commands": payload}), qos=1)
-        try:
-            return [future.result(self.timeout) for future in futures]
-        except FutureTimeout as err:
-            names = ", ".join(str(c.get("command")) for c in commands)
-            raise DynsecError(
-                f"no dynamic-security response to {names} within {self.timeout:.0f} s"
-            ) from err
-        finally:
-            with self._lock:
-                for item in payload:
-                    self._pending.pop(item["correlationData"], None)
 
-    def _make_client(self) -> Any:
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"scc-dynsec-{secrets.token_hex(4)}",
-            protocol=mqtt.MQTTv5,
-        )
-        client.username_pw_set(self._username, self._password)
-        client.on_connect = self._on_connect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        client.on_disconnect = lambda *_args: self._ready.clear()  # paho reconnects by itself
-        return client
-
-    def _on_connect(self, client: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if reason.is_failure:
-            self._refused = f"refused: {reason}"
-            return
-        client.subscribe(RESPONSE_TOPIC, qos=1)
-
-    def _on_subscribe(self, _c: Any, _u: Any, _mid: Any, reasons: Any, _p: Any) -> None:
-        if any(r.is_failure for r in reasons):
-            self._refused = f"may not subscribe to {RESPONSE_TOPIC}: {reasons[0]}"
-            return
-        self._ready.set()
-
-    def _on_message(self, _c: Any, _u: Any, message: Any) -> None:
-        try:
-            responses = json.loads(message.payload)["responses"]
-        except (ValueError, KeyError, TypeError):
-            logger.warning("unreadable dynamic-security response %r", message.payload[:200])
-            return
-        for response in responses:
-            with self._lock:
-                future = self._pending.pop(str(response.get("correlationData")), None)
-            if future is not None and not future.done():
-                future.set_result(response)
+def _role_command(name: str, exists: bool, mark: str, acls: list[Acl]) -> dict[str, Any]:
+    """Create the role, or reset an existing one of ours in place. Never delete and
+    re-create a role other clients may hold: Mosquitto 2.0.11 leaves them pointing at freed
+    memory (``getClient`` then answers garbage, seen here with the shared gateway role)."""
+    command = "modifyRole" if exists else "createRole"
+    return {"command": command, "rolename": name, "textdescription": mark, "acls": acls}
 
 
 class DynsecProvisioner:
-    """:class:`Provisioner` backed by the dynamic-security plugin of a running broker."""
+    """:class:`Provisioner` backed by the dynamic-security plugin of a running broker.
 
-    def __init__(self, client: DynsecClient) -> None:
+    ``reserved``: this deployment's own broker names (gateway login, client id); with the
+    admin login and the ``scc-…`` names they are never provisioned, replaced or revoked.
+    """
+
+    def __init__(self, client: DynsecClient, reserved: ReservedNames = NO_CONFIGURED_NAMES) -> None:
         self.client = client
+        self.reserved = reserved | ReservedNames.of((client.username,))
 
     @classmethod
     def connect(
-        cls, host: str, port: int, username: str, password: str, *, timeout: float = 5.0
+        cls,
+        host: str,
+        port: int,
+        username: str,
+        password: str,
+        *,
+        timeout: float = 5.0,
+        reserved: ReservedNames = NO_CONFIGURED_NAMES,
     ) -> DynsecProvisioner:
         """A provisioner with its own admin connection (opened on first use)."""
-        return cls(DynsecClient(host, port, username, password, timeout=timeout))
+        return cls(DynsecClient(host, port, username, password, timeout=timeout), reserved)
 
     def create(self, device_id: str) -> Credentials:
-        """Replace any earlier client and role of the device; return the new login."""
+        """A fresh login bound to client id ``device_id``, replacing only an earlier one of
+        ours (:class:`LoginConflictError` if the name is taken by anything else)."""
+        client, role = self._existing(device_id)
         password = secrets.token_urlsafe(24)
-        role = f"device-{device_id}"
-        self._run(
-            [
-                {"command": "deleteClient", "username": device_id},
-                {"command": "deleteRole", "rolename": role},
-                {"command": "createRole", "rolename": role, "acls": device_acls(device_id)},
-                {
-                    "command": "createClient",
-                    "username": device_id,
-                    "password": password,
-                    "textname": f"scc device {device_id}",
-                    "roles": [{"rolename": role, "priority": 0}],
-                },
-            ]
-        )
+        commands = self._deletions(device_id, client, None)
+        commands += [
+            _role_command(
+                device_role(device_id), role is not None, DEVICE_MARK, device_acls(device_id)
+            ),
+            {
+                "command": "createClient",
+                "username": device_id,
+                "password": password,
+                "clientid": device_id,
+                "textname": f"scc device {device_id}",
+                "textdescription": DEVICE_MARK,
+                "roles": [{"rolename": device_role(device_id), "priority": 0}],
+            },
+        ]
+        self._run(commands)
         publish, command = device_topics(device_id)
         logger.info("provisioned broker credentials for %s", device_id)
-        return Credentials(device_id, password, publish, command)
+        return Credentials(device_id, password, publish, command, device_id)
 
     def revoke(self, device_id: str) -> None:
-        """Delete the client (disconnecting it) and its role."""
-        self._run(
-            [
-                {"command": "deleteClient", "username": device_id},
-                {"command": "deleteRole", "rolename": f"device-{device_id}"},
-            ]
-        )
-        logger.info("revoked broker credentials of %s", device_id)
+        """Delete the device's own client (disconnecting it) and role; nothing else."""
+        client, role = self._existing(device_id)
+        commands = self._deletions(device_id, client, role)
+        if commands:
+            self._run(commands)
+            logger.info("revoked broker credentials of %s", device_id)
 
-    def ensure_gateway_role(self, username: str, password: str) -> None:
-        """Create (or reset) the gateway's role and client with ``password``."""
+    def ensure_gateway_role(
+        self, username: str, password: str, client_id: str | None = None
+    ) -> None:
+        """Create (or reset) the gateway's role and client with ``password``; bound to
+        ``client_id`` when given (leave it None for worker mode, whose processes connect
+        with several ids). Refuses a name that is a device's or someone else's login."""
+        client, role = self._existing_gateway(username)
+        create: dict[str, Any] = {
+            "command": "createClient",
+            "username": username,
+            "password": password,
+            "textname": "scc gateway",
+            "textdescription": GATEWAY_MARK,
+            "roles": [{"rolename": GATEWAY_ROLE, "priority": 0}],
+        }
+        if client_id:
+            create["clientid"] = client_id
         self._run(
             [
-                {"command": "deleteClient", "username": username},
-                {"command": "deleteRole", "rolename": GATEWAY_ROLE},
-                {"command": "createRole", "rolename": GATEWAY_ROLE, "acls": gateway_acls()},
-                {
-                    "command": "createClient",
-                    "username": username,
-                    "password": password,
-                    "textname": "scc gateway",
-                    "roles": [{"rolename": GATEWAY_ROLE, "priority": 0}],
-                },
+                *([{"command": "deleteClient", "username": username}] if client else []),
+                _role_command(GATEWAY_ROLE, role is not None, GATEWAY_MARK, gateway_acls()),
+                create,
             ]
         )
+
+    def _existing_gateway(
+        self, username: str
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The gateway's client and role on the broker, checked to be ours."""
+        if username.casefold() == self.client.username.casefold():
+            raise ReservedLoginError(f"{username!r} is the dynamic-security admin login")
+        found = self.client.call(
+            [
+                {"command": "getClient", "username": username},
+                {"command": "getRole", "rolename": GATEWAY_ROLE},
+            ]
+        )
+        client, role = _find(found[0], "client"), _find(found[1], "role")
+        if client is not None and not gateway_client_is_ours(client):
+            raise LoginConflictError(
+                f"broker login {username!r} exists and is not the gateway's; refusing to replace it"
+            )
+        if role is not None and not gateway_role_is_ours(role):
+            raise LoginConflictError(f"broker role {GATEWAY_ROLE!r} exists and is not ours")
+        return client, role
+
+    def bind_device_logins(self, page: int = 500) -> list[str]:
+        """Bind every device login of ours that has no client id yet (made by versions
+        before the binding) to its device id; return their names. An upgrade step: those
+        devices must connect with their device id as client id from then on."""
+        bound: list[str] = []
+        offset = 0
+        while True:  # bounded: each page moves ``offset`` on; stops at the first short page
+            answer = self.client.call(
+                [{"command": "listClients", "verbose": True, "count": page, "offset": offset}]
+            )[0]
+            if answer.get("error"):
+                raise DynsecError(f"dynamic-security listClients refused: {answer['error']}")
+            found = [c for c in (answer.get("data") or {}).get("clients") or [] if c]
+            todo = [
+                str(c["username"])
+                for c in found
+                if not c.get("clientid") and device_client_is_ours(str(c["username"]), c)
+            ]
+            if todo:
+                self._run([{"command": "setClientId", "username": u, "clientid": u} for u in todo])
+                bound += todo
+            if len(found) < page:
+                return bound
+            offset += page
 
     def close(self) -> None:
         """Close the admin connection."""
         self.client.close()
+
+    def _existing(self, device_id: str) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The device's client and role on the broker, after checking the name is a
+        device's and that whatever exists under it is ours."""
+        problem = device_id_problem(device_id, self.reserved)
+        if problem is not None:
+            raise ReservedLoginError(problem)
+        found = self.client.call(
+            [
+                {"command": "getClient", "username": device_id},
+                {"command": "getRole", "rolename": device_role(device_id)},
+            ]
+        )
+        client, role = _find(found[0], "client"), _find(found[1], "role")
+        if client is not None and not device_client_is_ours(device_id, client):
+            raise LoginConflictError(
+                f"broker login {device_id!r} exists and was not created by this gateway; "
+                "it is left as it is (choose another device id, or remove that login by hand)"
+            )
+        if role is not None and not device_role_is_ours(device_id, role):
+            raise LoginConflictError(
+                f"broker role {device_role(device_id)!r} exists and was not created by this "
+                "gateway; it is left as it is"
+            )
+        return client, role
+
+    @staticmethod
+    def _deletions(
+        device_id: str, client: dict[str, Any] | None, role: dict[str, Any] | None
+    ) -> list[dict[str, Any]]:
+        commands: list[dict[str, Any]] = []
+        if client is not None:
+            commands.append({"command": "deleteClient", "username": device_id})
+        if role is not None:
+            commands.append({"command": "deleteRole", "rolename": device_role(device_id)})
+        return commands
 
     def _run(self, commands: list[dict[str, Any]]) -> None:
         for command, response in zip(commands, self.client.call(commands), strict=True):

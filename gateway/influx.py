@@ -4,6 +4,12 @@ Errors are sorted the way Telegraf's influxdb_v2 output does it: retryable (netw
 timeouts, 429, 5xx) keeps the data in the spool and backs off with jitter; a batch rejected
 for a bad point (400) is split in halves until the bad lines are isolated, and only those go
 to the dead-letter store.
+
+The drainer never dies of a failure it can expect: InfluxDB errors, spool files that cannot
+be read and a dead-letter store that cannot take a rejected line (disk full) all keep the
+data spooled and back off. Its thread is supervised (:mod:`gateway.supervise`) against the
+unexpected, and it tracks how long data has waited without a successful write, which
+``/health/ready`` reports once it passes a bound.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol, cast
 
 from gateway.spool import Chunk, Spool
+from gateway.supervise import SupervisedThread
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +201,10 @@ class DrainStats:
     last_error: str = ""
     last_batch_lines: int = 0
     last_batch_seconds: float = 0.0
+    #: Monotonic time of the last successful write (or of the start).
+    last_ok_at: float = 0.0
+    #: Monotonic time since which data waits in the spool (None: drained).
+    pending_since: float | None = None
 
 
 RejectSink = Callable[[bytes, str], None]
@@ -228,24 +239,31 @@ class Drainer:
         self.max_request_bytes = max_request_bytes
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
-        self.stats = DrainStats()
+        self.stats = DrainStats(last_ok_at=time.monotonic())
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.thread = SupervisedThread("influx-drainer", self._run, self._stop)
 
     def start(self) -> None:
         """Start the drain thread."""
-        self._thread = threading.Thread(target=self._run, name="influx-drainer", daemon=True)
-        self._thread.start()
+        self.thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the current request; what is left stays spooled for the next start."""
+        """Stop within ``timeout``; what is left stays spooled for the next start."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self.thread.join(timeout)
         if self._pool is not None:
-            self._pool.shutdown(wait=True)
+            # A request in flight ends with its connection, closed just below.
+            self._pool.shutdown(wait=False, cancel_futures=True)
         for writer in self.writers:
             writer.close()
+
+    def stalled_s(self, now: float | None = None) -> float:
+        """How long data has waited without a successful write (0 while drained)."""
+        pending = self.stats.pending_since
+        if pending is None:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        return max(0.0, now - max(pending, self.stats.last_ok_at))
 
     def drained(self) -> bool:
         """True when nothing is waiting in the spool."""
@@ -255,13 +273,13 @@ class Drainer:
         delay = self.backoff_min_s
         while not self._stop.is_set():
             if not self.spool.wait_for_data(0.5):
+                self.stats.pending_since = None
                 continue
-            chunks = self._read_chunks()
-            if not chunks:
-                continue
+            if self.stats.pending_since is None:
+                self.stats.pending_since = time.monotonic()
             try:
-                self._write_chunks(chunks)
-            except WriteError as err:
+                self._drain_once()
+            except (WriteError, OSError) as err:
                 self.stats.retries += 1
                 self.stats.last_error = str(err)
                 log.warning("InfluxDB write failed, retrying in <= %.1f s: %s", delay, err)
@@ -269,9 +287,16 @@ class Drainer:
                 delay = min(delay * 2, self.backoff_max_s)
                 continue
             delay = self.backoff_min_s
-            # Committing the last chunk commits all before it; after a failure nothing is
-            # committed and the whole group is sent again (points are idempotent).
-            self.spool.commit(chunks[-1])
+
+    def _drain_once(self) -> None:
+        chunks = self._read_chunks()
+        if not chunks:
+            return
+        self._write_chunks(chunks)
+        self.stats.last_ok_at = time.monotonic()
+        # Committing the last chunk commits all before it; after a failure nothing is
+        # committed and the whole group is sent again (points are idempotent).
+        self.spool.commit(chunks[-1])
 
     def _read_chunks(self) -> list[Chunk]:
         chunks: list[Chunk] = []
@@ -322,9 +347,20 @@ class Drainer:
                 raise
             lines = body.split(b"\n")
             if len(lines) == 1:
-                self.stats.rejected_lines += 1
-                self.on_reject(body, str(err))
+                self._reject(body, err)
                 return
         half = len(lines) // 2
         self._write_splitting(b"\n".join(lines[:half]), writer)
         self._write_splitting(b"\n".join(lines[half:]), writer)
+
+    def _reject(self, line: bytes, err: WriteError) -> None:
+        """Keep a line InfluxDB refuses as a dead letter; if the store fails (disk full),
+        the chunk stays spooled and is sent again later, so the line is not lost."""
+        try:
+            self.on_reject(line, str(err))
+        except Exception as store_err:
+            raise WriteError(
+                f"a rejected line could not be kept as a dead letter: {store_err}",
+                retryable=True,
+            ) from store_err
+        self.stats.rejected_lines += 1

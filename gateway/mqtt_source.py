@@ -4,16 +4,19 @@ Why our own receive path rather than a client library: the gateway acknowledges 
 message only after it has been spooled (at-least-once end to end). paho-mqtt tops out near
 50k msg/s here, aiomqtt near 25k; gmqtt is fast but only defers a PUBACK by running one
 coroutine per message. A receive-only MQTT 5 client is small: it parses PUBLISH packets
-straight into batches, and acknowledges a whole batch with one socket write. The broker's
-in-flight window is our MQTT 5 Receive Maximum, which bounds memory under any burst.
+straight into batches (gateway.mqtt_protocol), and acknowledges a whole batch with one
+socket write.
 
-Workers that forward readings to rule partitions also publish, at QoS 1, on the same
-connection: ``publish`` returns a future completed by the broker's PUBACK. Outstanding
-publishes are not resent after a reconnect: they fail with ``ConnectionError`` when the
-connection is lost. The batch that caused them is then never acknowledged, and because the
-connection is gone the broker redelivers its messages, which forwards them again. So a
-forward is never lost, and a duplicate is harmless (the rules engine ignores readings not
-newer than the last one it applied for a device).
+Memory: the broker's in-flight window is our MQTT 5 Receive Maximum, which bounds the number
+of unacknowledged messages, and ``max_buffered_bytes`` bounds their bytes: reading the socket
+pauses while the messages handed out and not yet acknowledged hold more. A PUBLISH too long
+to be an acceptable message is never buffered whole (gateway.mqtt_large), and we advertise no
+Maximum Packet Size, so the broker drops nothing it accepted for us.
+
+A delivery with RETAIN set comes from the broker's retained store and is refused as a dead
+letter ``retained`` (gateway.mqtt_batch says why); one with DUP set is a resend, and gets the
+receive time noted for it the first time, if any (gateway.receipts). Workers that forward
+readings to rule partitions also publish on the same connection (gateway.mqtt_publish).
 """
 
 from __future__ import annotations
@@ -21,198 +24,79 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from gateway import mqtt_wire as wire
+from gateway.mqtt_batch import RECEIVE_STEP_NS, RETAINED_DETAIL, Batch, Refused, ack_order
+from gateway.mqtt_large import LargeMessage, stream_threshold
+from gateway.mqtt_protocol import Connection
+from gateway.mqtt_publish import NO_MATCHING_SUBSCRIBERS, Outbox, PublishRefusedError
+from gateway.mqtt_session import MqttSession, SourceOptions
+from gateway.receipts import Receipts
+
+__all__ = [
+    "NO_MATCHING_SUBSCRIBERS",
+    "RECEIVE_STEP_NS",
+    "Batch",
+    "MqttSource",
+    "PublishRefusedError",
+    "Refused",
+    "SourceOptions",
+]
+
 
 log = logging.getLogger(__name__)
 
-NO_MATCHING_SUBSCRIBERS = 0x10  # PUBACK reason: accepted, but nobody subscribes to it
 
-
-@dataclass(slots=True)
-class Batch:
-    """Messages received together; ``mids`` holds QoS 1 packet ids still to acknowledge."""
-
-    topics: list[bytes]
-    payloads: list[bytes]
-    mids: list[int]
-    generation: int
-    received_ns: int
-
-    def __len__(self) -> int:
-        return len(self.payloads)
-
-
-@dataclass(frozen=True, slots=True)
-class SourceOptions:
-    """Where and how the gateway subscribes."""
-
-    host: str = "127.0.0.1"
-    port: int = 1883
-    topic_filters: tuple[str, ...] = ("scc/v1/+/+",)
-    qos: int = 1
-    connect: wire.ConnectOptions = field(
-        default_factory=lambda: wire.ConnectOptions(client_id="scc-gateway")
-    )
-    batch_max: int = 5000
-    linger_s: float = 0.02
-    # A message on a topic ending so (an alarm, a fault) seals its batch after this much
-    # instead: events are rare and somebody waits for them; telemetry can wait for company.
-    urgent_suffixes: tuple[bytes, ...] = (b"/event",)
-    urgent_linger_s: float = 0.0
-    max_queued_batches: int = 8
-    reconnect_min_s: float = 0.2
-    reconnect_max_s: float = 10.0
-    connect_timeout_s: float = 10.0
-
-
-class _Protocol(asyncio.Protocol):
-    """One connection: parses packets and feeds the owning source."""
-
-    def __init__(self, source: MqttSource) -> None:
-        self.source = source
-        self.buf = bytearray()
-        self.transport: asyncio.Transport | None = None
-        self.connack: asyncio.Future[wire.Connack] = asyncio.get_running_loop().create_future()
-        self.suback: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.last_rx = time.monotonic()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        for fut in (self.connack, self.suback):
-            if not fut.done():
-                fut.set_exception(ConnectionError(f"connection lost: {exc}"))
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-    def data_received(self, data: bytes) -> None:
-        self.last_rx = time.monotonic()
-        buf = self.buf
-        buf += data
-        try:
-            consumed = self._parse(buf)
-        except wire.ProtocolError as err:
-            log.error("MQTT protocol error from broker: %s; reconnecting", err)
-            if self.transport is not None:
-                self.transport.close()
-            return
-        if consumed:
-            del buf[:consumed]
-
-    def _parse(self, buf: bytearray) -> int:
-        pos = 0
-        end = len(buf)
-        on_publish = self.source._on_publish
-        while end - pos >= 2:
-            first = buf[pos]
-            # Remaining length: one or two bytes for every message we expect (< 16 KiB);
-            # inlined, since this loop runs once per message.
-            byte = buf[pos + 1]
-            if byte < 0x80:
-                length, body = byte, pos + 2
-            elif end - pos >= 3 and buf[pos + 2] < 0x80:
-                length, body = (byte & 0x7F) | (buf[pos + 2] << 7), pos + 3
-            else:
-                decoded = wire.decode_varint(buf, pos + 1)
-                if decoded is None:
-                    break
-                length, body = decoded
-            stop = body + length
-            if stop > end:
-                break
-            if first >> 4 == 3:
-                tlen = (buf[body] << 8) | buf[body + 1]
-                j = body + 2 + tlen
-                topic = bytes(buf[body + 2 : j])
-                mid = 0
-                if first & 0x06:
-                    mid = (buf[j] << 8) | buf[j + 1]
-                    j += 2
-                if j < stop and buf[j] == 0:  # no properties: the usual case
-                    start = j + 1
-                else:
-                    props = wire.decode_varint(buf, j)
-                    if props is None or props[1] + props[0] > stop:
-                        raise wire.ProtocolError("PUBLISH properties overrun the packet")
-                    start = props[1] + props[0]
-                on_publish(topic, bytes(buf[start:stop]), mid)
-            else:
-                self._control(first, bytes(buf[body:stop]))
-            pos = stop
-        return pos
-
-    def _control(self, first: int, body: bytes) -> None:
-        ptype = first & 0xF0
-        if ptype == wire.CONNACK and not self.connack.done():
-            self.connack.set_result(wire.parse_connack(body))
-        elif ptype == wire.PUBACK:
-            self.source._on_puback(body)
-        elif ptype == wire.SUBACK and not self.suback.done():
-            self.suback.set_result(wire.parse_suback(body))
-        elif ptype == wire.DISCONNECT:
-            reason = body[0] if body else 0
-            log.warning("broker sent DISCONNECT (reason 0x%02x)", reason)
-        elif ptype != wire.PINGRESP:
-            log.debug("ignoring MQTT packet type 0x%02x", ptype)
-
-
-class PublishRefusedError(Exception):
-    """The broker answered a publish of ours with a failure reason code."""
-
-    def __init__(self, topic: str, reason_code: int) -> None:
-        super().__init__(f"broker refused publish on {topic!r} (reason 0x{reason_code:02x})")
-        self.topic = topic
-        self.reason_code = reason_code
-
-
-@dataclass(slots=True)
-class _Outgoing:
-    topic: str
-    packet: bytes
-    future: asyncio.Future[None]
-    require_subscriber: bool
-
-
-class MqttSource:
+class MqttSource(MqttSession):
     """Subscribes with a persistent session and hands out batches; see module docstring.
 
     One consumer task calls ``next_batch()`` and then ``ack(batch)`` in the order batches
     were handed out, once each is safe.
     """
 
-    def __init__(self, options: SourceOptions, on_event: Callable[[str], None] | None = None):
-        self.options = options
-        self._on_event = on_event or (lambda name: None)
+    def __init__(
+        self,
+        options: SourceOptions,
+        on_event: Callable[[str], None] | None = None,
+        receipts: Receipts | None = None,
+    ):
+        super().__init__(options)
+        self._event_hook = on_event or (lambda name: None)
+        self.receipts = receipts if options.qos else None
+        self.max_payload = options.max_payload_bytes
+        self.stream_above = stream_threshold(options.max_payload_bytes)
         self._ready: deque[Batch] = deque()
         self._wakeup = asyncio.Event()
         self._topics: list[bytes] = []
         self._payloads: list[bytes] = []
         self._mids: list[int] = []
+        self._refused: list[Refused] = []
+        self._fixed: dict[int, int] = {}
         self._linger: asyncio.TimerHandle | None = None
         self._urgent = False  # the pending batch holds an urgent message (sealing soon)
-        self._proto: _Protocol | None = None
-        self._generation = 0
-        self._paused = False
-        self._stopping = False
-        self._task: asyncio.Task[None] | None = None
-        self.connected = asyncio.Event()
-        self.reconnects = 0
-        # QoS 1 publishes of ours: sent and awaiting PUBACK, and queued beyond the broker's
-        # Receive Maximum. Packet ids are ours alone (the broker numbers its own publishes).
-        self._outgoing: dict[int, _Outgoing] = {}
-        self._held: deque[int] = deque()
-        self._send_quota = 65535
-        self._next_packet_id = 0
-        self.publishes = 0
+        self._paused_queue = False  # too many sealed batches waiting
+        self._paused_bytes = False  # too many bytes unacknowledged
+        self._reading_paused = False
+        self._held_bytes = 0  # handed out (or pending) this connection, not acknowledged
+        self._unsealed_bytes = 0
+        self._outbox = Outbox()
+        self.refused = {"oversized": 0, "retained": 0}
+        self.byte_pauses = 0
+
+    @property
+    def publishes(self) -> int:
+        """Publishes of ours the broker has acknowledged."""
+        return self._outbox.acked
+
+    @property
+    def _paused(self) -> bool:
+        # Never while publishes of ours await PUBACKs: they come on this connection, and
+        # the batches waiting to be acknowledged may depend on them (a deadlock otherwise).
+        # The Receive Maximum still bounds what the broker sends meanwhile.
+        return (self._paused_queue or self._paused_bytes) and not self._outbox.busy
 
     # -- receiving ---------------------------------------------------------------------
     def _on_publish(self, topic: bytes, payload: bytes, mid: int) -> None:
@@ -231,25 +115,74 @@ class MqttSource:
         elif self._linger is None:
             self._linger = asyncio.get_running_loop().call_later(opts.linger_s, self._seal)
 
+    def _on_flagged(self, first: int, topic: bytes, payload: bytes, mid: int) -> None:
+        """A delivery with RETAIN or DUP set (see module docstring)."""
+        if first & wire.PUBLISH_RETAIN:
+            self._refuse(topic, payload, mid, "retained", RETAINED_DETAIL)
+            return
+        if mid and self.receipts is not None:
+            ts = self.receipts.receive_time(mid, topic, payload)
+            if ts is not None:
+                self._fixed[len(self._payloads)] = ts
+        self._on_publish(topic, payload, mid)
+
+    def _on_large(self, message: LargeMessage) -> None:
+        """A PUBLISH that was streamed rather than buffered (gateway.mqtt_large)."""
+        self._count_bytes(len(message.topic) + len(message.payload))
+        if not message.oversized:
+            self._on_flagged(message.first, message.topic, message.payload, message.mid)
+            return
+        detail = message.detail(self.max_payload)
+        if message.first & wire.PUBLISH_RETAIN:
+            detail += "; " + RETAINED_DETAIL
+        self._refuse(message.topic, message.payload, message.mid, "oversized", detail)
+
+    def _refuse(self, topic: bytes, payload: bytes, mid: int, reason: str, detail: str) -> None:
+        self._refused.append(Refused(len(self._payloads), topic, mid, reason, detail, payload))
+        self.refused[reason] += 1
+        if self._linger is None:
+            self._linger = asyncio.get_running_loop().call_later(self.options.linger_s, self._seal)
+
+    def _count_bytes(self, count: int) -> None:
+        """Bytes of complete messages read: held until their batch is acknowledged."""
+        self._unsealed_bytes += count
+        self._held_bytes += count
+        if self._held_bytes > self.options.max_buffered_bytes and not self._paused_bytes:
+            self._paused_bytes = True
+            self.byte_pauses += 1
+            self._apply_pause()
+
     def _seal(self) -> None:
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
         self._urgent = False
-        if not self._payloads:
+        if not self._payloads and not self._refused:
             return
-        mids = [m for m in self._mids if m]
-        batch = Batch(self._topics, self._payloads, mids, self._generation, time.time_ns())
-        self._topics, self._payloads, self._mids = [], [], []
+        refused, fixed = self._refused, self._fixed
+        mids = ack_order(self._mids, refused)
+        batch = Batch(self._topics, self._payloads, mids, self._generation, time.time_ns(),
+                      refused, fixed or None, self._unsealed_bytes)  # fmt: skip
+        if self.receipts is not None and batch.payloads:
+            self.receipts.note(batch.received_ns, self._mids, batch.topics, batch.payloads, fixed)
+        if fixed:
+            log.info("%d redelivered messages keep their first receive time", len(fixed))
+        self._topics, self._payloads, self._mids, self._refused, self._fixed = [], [], [], [], {}
+        self._unsealed_bytes = 0
         self._ready.append(batch)
         self._wakeup.set()
-        if len(self._ready) >= self.options.max_queued_batches and not self._paused:
-            self._pause(True)
+        if len(self._ready) >= self.options.max_queued_batches and not self._paused_queue:
+            self._paused_queue = True
+            self._apply_pause()
 
-    def _pause(self, paused: bool) -> None:
-        self._paused = paused
+    def _apply_pause(self) -> None:
+        """Pause or resume reading the socket to match the two pause reasons."""
+        paused = self._paused
         proto = self._proto
-        if proto is not None and proto.transport is not None and not proto.transport.is_closing():
+        if proto is None or proto.transport is None or proto.transport.is_closing():
+            return
+        if paused != self._reading_paused:
+            self._reading_paused = paused
             if paused:
                 proto.transport.pause_reading()
             else:
@@ -268,15 +201,23 @@ class MqttSource:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
         batch = self._ready.popleft()
-        if self._paused and len(self._ready) < self.options.max_queued_batches // 2:
-            self._pause(False)
+        if self._paused_queue and len(self._ready) < self.options.max_queued_batches // 2:
+            self._paused_queue = False
+            self._apply_pause()
         return batch
 
     def ack(self, batch: Batch) -> None:
         """Acknowledge a safe batch. Acks of an older connection are dropped: the broker
         redelivers those messages and duplicates are harmless downstream."""
+        if batch.generation != self._generation:
+            return
+        self._held_bytes -= batch.nbytes
+        batch.nbytes = 0
+        if self._paused_bytes and self._held_bytes <= self.options.max_buffered_bytes // 2:
+            self._paused_bytes = False
+            self._apply_pause()
         proto = self._proto
-        if not batch.mids or batch.generation != self._generation or proto is None:
+        if not batch.mids or proto is None:
             return
         transport = proto.transport
         if transport is None or transport.is_closing():
@@ -294,158 +235,47 @@ class MqttSource:
         when the broker refuses the message, or (``require_subscriber``) when it answers
         "no matching subscribers": the message went nowhere.
         """
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        proto = self._proto
-        if proto is None or proto.transport is None or proto.transport.is_closing():
-            future.set_exception(ConnectionError("not connected to the broker"))
-            return future
-        if len(self._outgoing) >= 0xFFFF:
-            future.set_exception(ConnectionError("no free packet id (65535 publishes pending)"))
-            return future
-        packet_id = self._free_packet_id()
-        self._outgoing[packet_id] = _Outgoing(
-            topic, wire.publish_packet(topic, payload, packet_id), future, require_subscriber
-        )
-        if len(self._outgoing) - len(self._held) <= self._send_quota:
-            proto.transport.write(self._outgoing[packet_id].packet)
-        else:
-            self._held.append(packet_id)
+        transport = self._proto.transport if self._proto is not None else None
+        future = self._outbox.publish(transport, topic, payload, require_subscriber)
+        if self._reading_paused:
+            self._apply_pause()
         return future
 
-    def _free_packet_id(self) -> int:
-        for _ in range(0x10000):  # bounded: fewer than 65535 are in use (checked by caller)
-            self._next_packet_id = self._next_packet_id % 0xFFFF + 1
-            if self._next_packet_id not in self._outgoing:
-                break
-        return self._next_packet_id
-
     def _on_puback(self, body: bytes) -> None:
-        packet_id, reason = wire.parse_puback(body)
-        item = self._outgoing.pop(packet_id, None)
-        if item is None:
-            log.debug("PUBACK for unknown packet id %d", packet_id)
-            return
-        self.publishes += 1
-        if not item.future.done():
-            if reason >= 0x80 or (reason == NO_MATCHING_SUBSCRIBERS and item.require_subscriber):
-                item.future.set_exception(PublishRefusedError(item.topic, reason))
-            else:
-                item.future.set_result(None)
-        proto = self._proto
-        if self._held and proto is not None and proto.transport is not None:
-            held = self._outgoing.get(self._held.popleft())
-            if held is not None:
-                proto.transport.write(held.packet)
+        transport = self._proto.transport if self._proto is not None else None
+        self._outbox.on_puback(body, transport)
+        if self._reading_paused != self._paused:
+            self._apply_pause()
 
-    def _fail_publishes(self, why: str) -> None:
-        outgoing, self._outgoing = self._outgoing, {}
-        self._held.clear()
-        for item in outgoing.values():
-            if not item.future.done():
-                item.future.set_exception(ConnectionError(why))
+    # -- connection hooks (gateway.mqtt_session) ----------------------------------------
+    def _connection(self) -> Connection:
+        return Connection(self)
 
-    @property
-    def generation(self) -> int:
-        """Number of the current connection (a batch of an older one cannot be acked)."""
-        return self._generation
+    def _connection_started(self) -> None:
+        # Messages of the previous connection that were not acknowledged will be redelivered.
+        self._held_bytes = self._unsealed_bytes = 0
+        self._paused_bytes = self._reading_paused = False
 
-    def drop_connection(self) -> None:
-        """Close the connection (it is re-established): unacknowledged messages come again."""
-        proto = self._proto
-        if proto is not None and proto.transport is not None:
-            proto.transport.close()
+    def _connection_ended(self) -> None:
+        self._seal()  # what this connection delivered goes out under its generation
+        self._outbox.fail_all("connection to the broker lost before PUBACK")
 
-    # -- connection lifecycle ----------------------------------------------------------
-    async def start(self) -> None:
-        """Start connecting in the background; returns at once."""
-        self._task = asyncio.create_task(self._run(), name="mqtt-source")
+    def _subscribed(self, connack: wire.Connack, transport: asyncio.Transport) -> None:
+        if self._paused:
+            self._reading_paused = True
+            transport.pause_reading()
+        self._outbox.send_quota = connack.receive_maximum
 
-    async def wait_connected(self, timeout: float) -> None:
-        """Wait for the first successful subscription; TimeoutError otherwise."""
-        await asyncio.wait_for(self.connected.wait(), timeout)
+    def _session_lost(self) -> None:
+        if self.receipts is not None:
+            self.receipts.session_lost()
+
+    def _on_event(self, name: str) -> None:
+        self._event_hook(name)
 
     async def stop(self) -> None:
         """Disconnect cleanly; unacknowledged messages stay with the broker's session."""
         self._stopping = True
         self._wakeup.set()
-        proto = self._proto
-        if proto is not None and proto.transport is not None and not proto.transport.is_closing():
-            proto.transport.write(wire.DISCONNECT_NORMAL)
-            proto.transport.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._fail_publishes("source stopped")
-
-    async def _run(self) -> None:
-        delay = self.options.reconnect_min_s
-        while not self._stopping:
-            try:
-                await self._session()
-                delay = self.options.reconnect_min_s
-            except (OSError, ConnectionError, TimeoutError, wire.ProtocolError) as err:
-                log.warning("MQTT %s:%s: %s", self.options.host, self.options.port, err)
-            self.connected.clear()
-            if self._stopping:
-                break
-            # Full jitter keeps a fleet of gateways from reconnecting in lockstep.
-            await asyncio.sleep(random.uniform(self.options.reconnect_min_s, delay))
-            delay = min(delay * 2, self.options.reconnect_max_s)
-            self.reconnects += 1
-            self._on_event("reconnect")
-
-    async def _session(self) -> None:
-        opts = self.options
-        loop = asyncio.get_running_loop()
-        _, proto = await asyncio.wait_for(
-            loop.create_connection(lambda: _Protocol(self), opts.host, opts.port),
-            opts.connect_timeout_s,
-        )
-        assert isinstance(proto, _Protocol)
-        transport = proto.transport
-        assert transport is not None
-        # Messages of the previous connection that were not acknowledged will be redelivered.
-        self._generation += 1
-        self._proto = proto
-        try:
-            transport.write(wire.connect_packet(opts.connect))
-            connack = await asyncio.wait_for(proto.connack, opts.connect_timeout_s)
-            if connack.reason_code != 0:
-                why = wire.CONNACK_REASONS.get(connack.reason_code, "refused")
-                raise ConnectionError(f"broker refused connection: {why}")
-            transport.write(wire.subscribe_packet(1, list(opts.topic_filters), opts.qos))
-            codes = await asyncio.wait_for(proto.suback, opts.connect_timeout_s)
-            if any(code >= 0x80 for code in codes):
-                raise ConnectionError(f"broker refused subscription: codes {codes}")
-            log.info(
-                "subscribed to %s on %s:%s (session present: %s)",
-                ",".join(opts.topic_filters),
-                opts.host,
-                opts.port,
-                connack.session_present,
-            )
-            if self._paused:
-                transport.pause_reading()
-            self._send_quota = connack.receive_maximum
-            self.connected.set()
-            await self._keepalive(proto)
-        finally:
-            transport.close()
-            self._proto = None
-            self._fail_publishes("connection to the broker lost before PUBACK")
-
-    async def _keepalive(self, proto: _Protocol) -> None:
-        keepalive = self.options.connect.keepalive_s or 60
-        transport = proto.transport
-        assert transport is not None
-        while not proto.closed.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(proto.closed), keepalive / 2)
-            if proto.closed.done():
-                break
-            idle = time.monotonic() - proto.last_rx
-            if idle > keepalive * 1.5 and not self._paused:
-                raise ConnectionError(f"no traffic from broker for {idle:.0f} s")
-            transport.write(wire.PINGREQ)
-        raise ConnectionError("connection closed by broker")
+        await super().stop()
+        self._outbox.fail_all("source stopped")

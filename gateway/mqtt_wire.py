@@ -26,6 +26,16 @@ PROP_SESSION_EXPIRY = 0x11
 PROP_RECEIVE_MAXIMUM = 0x21
 PROP_MAXIMUM_PACKET_SIZE = 0x27
 
+# Flags of a PUBLISH packet's first byte.
+PUBLISH_RETAIN = 0x01  # delivered to us from the broker's retained store (see mqtt_source)
+PUBLISH_DUP = 0x08  # a resend of a PUBLISH the broker sent before (same packet id)
+
+# SUBSCRIBE option Retain Handling (MQTT 5, 3.8.3.1): 0 send retained messages on every
+# SUBSCRIBE, 1 only when the subscription is new, 2 never.
+RETAIN_ON_SUBSCRIBE = 0
+RETAIN_ON_NEW_SUBSCRIPTION = 1
+RETAIN_NEVER = 2
+
 MAX_REMAINING_LENGTH = 268_435_455
 
 
@@ -85,7 +95,11 @@ class ConnectOptions:
     clean_start: bool = False
     session_expiry_s: int = 7 * 24 * 3600
     receive_maximum: int = 30_000
-    maximum_packet_size: int = 1 << 20
+    #: None: no Maximum Packet Size property, so the broker's own limit is the only one and
+    #: nothing it accepted for us is dropped on the way (a limit of ours below the broker's
+    #: makes it discard bigger messages silently, MQTT 5 3.1.2.11.4). Big packets cost the
+    #: source no memory: it streams them (gateway.mqtt_large).
+    maximum_packet_size: int | None = None
     username: str | None = None
     password: str | None = None
 
@@ -94,6 +108,8 @@ class ConnectOptions:
             raise ValueError("receive_maximum must be 1..65535")
         if not 0 <= self.keepalive_s <= 65535:
             raise ValueError("keepalive_s must be 0..65535")
+        if self.maximum_packet_size is not None and not 1 <= self.maximum_packet_size < 1 << 32:
+            raise ValueError("maximum_packet_size must be 1..4294967295 (or None: no limit)")
 
 
 def connect_packet(opts: ConnectOptions) -> bytes:
@@ -106,11 +122,11 @@ def connect_packet(opts: ConnectOptions) -> bytes:
     if opts.password is not None:
         flags |= 0x40
         payload += _utf8(opts.password)
-    props = (
-        struct.pack("!BI", PROP_SESSION_EXPIRY, opts.session_expiry_s)
-        + struct.pack("!BH", PROP_RECEIVE_MAXIMUM, opts.receive_maximum)
-        + struct.pack("!BI", PROP_MAXIMUM_PACKET_SIZE, opts.maximum_packet_size)
+    props = struct.pack("!BI", PROP_SESSION_EXPIRY, opts.session_expiry_s) + struct.pack(
+        "!BH", PROP_RECEIVE_MAXIMUM, opts.receive_maximum
     )
+    if opts.maximum_packet_size is not None:
+        props += struct.pack("!BI", PROP_MAXIMUM_PACKET_SIZE, opts.maximum_packet_size)
     body = (
         _utf8("MQTT")
         + bytes([5, flags])
@@ -122,11 +138,20 @@ def connect_packet(opts: ConnectOptions) -> bytes:
     return _packet(CONNECT, body)
 
 
-def subscribe_packet(packet_id: int, filters: list[str], qos: int) -> bytes:
-    """SUBSCRIBE to each filter at ``qos``."""
+def subscribe_packet(
+    packet_id: int, filters: list[str], qos: int, retain_handling: int = RETAIN_ON_SUBSCRIBE
+) -> bytes:
+    """SUBSCRIBE to each filter at ``qos`` with the given Retain Handling option.
+
+    No Local and Retain As Published stay 0: the broker then clears the RETAIN flag of every
+    message it forwards live, so RETAIN set on a delivery means "from the retained store".
+    """
+    if retain_handling not in (RETAIN_ON_SUBSCRIBE, RETAIN_ON_NEW_SUBSCRIPTION, RETAIN_NEVER):
+        raise ValueError(f"retain_handling must be 0, 1 or 2, not {retain_handling}")
+    options = bytes([(qos & 0x03) | retain_handling << 4])
     body = struct.pack("!H", packet_id) + b"\x00"
     for topic_filter in filters:
-        body += _utf8(topic_filter) + bytes([qos & 0x03])
+        body += _utf8(topic_filter) + options
     return _packet(SUBSCRIBE, body)
 
 
@@ -158,13 +183,20 @@ class Connack:
     session_present: bool
     reason_code: int
     receive_maximum: int = 65535  # how many QoS 1 publishes of ours the broker takes at once
+    maximum_packet_size: int | None = None  # the largest packet the broker accepts (None: any)
 
 
 def parse_connack(body: bytes) -> Connack:
-    """Parse the CONNACK body: flags, reason code and the broker's Receive Maximum."""
+    """Parse the CONNACK body: flags, reason code, the broker's Receive Maximum and packet limit."""
     if len(body) < 2:
         raise ProtocolError("CONNACK shorter than 2 bytes")
-    return Connack(bool(body[0] & 0x01), body[1], _receive_maximum(body))
+    props = _numeric_properties(body)
+    return Connack(
+        bool(body[0] & 0x01),
+        body[1],
+        props.get(PROP_RECEIVE_MAXIMUM) or 65535,
+        props.get(PROP_MAXIMUM_PACKET_SIZE),
+    )
 
 
 # Sizes of the CONNACK properties we skip over: fixed-size ones by identifier; the rest are
@@ -175,33 +207,37 @@ _FIXED_PROPERTY_SIZES = {
 }  # fmt: skip
 
 
-def _receive_maximum(body: bytes) -> int:
-    """The Receive Maximum property of a CONNACK body (65535 when absent or unreadable)."""
+_NUMERIC_FORMATS = {2: "!H", 4: "!I"}
+
+
+def _numeric_properties(body: bytes) -> dict[int, int]:
+    """The 2- and 4-byte integer properties of a CONNACK body, up to the first unreadable one
+    (malformed properties are not ours to police here: what was read so far is returned)."""
+    found: dict[int, int] = {}
     try:
         decoded = decode_varint(body, 2) if len(body) > 2 else None
     except ProtocolError:
         decoded = None
     if decoded is None:
-        return 65535
+        return found
     length, pos = decoded
     end = min(pos + length, len(body))
     while pos < end:
         ident = body[pos]
         pos += 1
-        if ident == PROP_RECEIVE_MAXIMUM:
-            if pos + 2 > end:
-                break
-            return int(struct.unpack_from("!H", body, pos)[0]) or 65535
         size = _FIXED_PROPERTY_SIZES.get(ident)
         if size is None:
-            strings = 2 if ident == 0x26 else 1
-            for _ in range(strings):
+            for _ in range(2 if ident == 0x26 else 1):  # a user property is a pair of strings
                 if pos + 2 > end:
-                    return 65535  # malformed properties: not ours to police here
+                    return found
                 pos += 2 + struct.unpack_from("!H", body, pos)[0]
-        else:
-            pos += size
-    return 65535
+            continue
+        if pos + size > end:
+            return found
+        if size in _NUMERIC_FORMATS:
+            found.setdefault(ident, int(struct.unpack_from(_NUMERIC_FORMATS[size], body, pos)[0]))
+        pos += size
+    return found
 
 
 def parse_suback(body: bytes) -> list[int]:
@@ -228,3 +264,22 @@ CONNACK_REASONS = {
     0x8A: "banned",
     0x97: "quota exceeded",
 }
+
+DISCONNECT_REASONS = {
+    0x00: "normal disconnection",
+    0x80: "unspecified error",
+    0x81: "malformed packet",
+    0x82: "protocol error",
+    0x87: "not authorized",
+    0x89: "server busy",
+    0x8B: "server shutting down",
+    0x8D: "keep alive timeout",
+    0x8E: "session taken over: another client connected with our client id",
+    0x93: "receive maximum exceeded",
+    0x95: "packet too large",
+    0x97: "quota exceeded",
+    0x98: "administrative action",
+    0x9C: "use another server",
+    0x9D: "server moved",
+}
+SESSION_TAKEN_OVER = 0x8E

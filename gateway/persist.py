@@ -11,25 +11,38 @@ commit). So a fire alarm's work order never waits behind an fsync of other batch
 telemetry (typically under a millisecond, but up to 90 ms seen under a 10k msg/s load, and
 far more on a busy disk). Both stages keep job order, and a job is durable, and
 acknowledged, only when both are done.
+
+Failures: a stage that cannot commit (database locked or full, spool on a full disk) keeps
+its group and retries it with backoff, so nothing is acknowledged meanwhile: the gateway's
+window of unacknowledged batches fills and the broker holds the backlog. ``stop`` ends the
+retries at once, so a shutdown is bounded whatever the disk does; what was not committed is
+never acknowledged and the broker delivers it again. Both threads are supervised
+(:mod:`gateway.supervise`): an unexpected exception fails the futures of the jobs in hand
+(the gateway then reconnects, so the broker redelivers them) and restarts the stage.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
 from gateway.deadletter import DeadLetterStore
 from gateway.pipeline import Rejected
 from gateway.rulestage import Outcome, RuleStage
 from gateway.spool import Spool
+from gateway.supervise import SupervisedThread
 
 log = logging.getLogger(__name__)
+
+RETRY_MIN_S = 0.1
+RETRY_MAX_S = 2.0
 
 
 @dataclass(slots=True)
@@ -80,8 +93,12 @@ class Persister:
         dead_letters: DeadLetterStore,
         rules: RuleStage,
         max_group: int = 64,
+        before_spool: Callable[[], None] | None = None,
     ) -> None:
         self.spool = spool
+        # Made durable before each spool append (the MQTT source's receive times): nothing
+        # reaches the spool before what a redelivery of it would need.
+        self.before_spool = before_spool
         self.dead_letters = dead_letters
         self.rules = rules
         self.max_group = max_group
@@ -93,11 +110,23 @@ class Persister:
         # Groups whose database part is committed, waiting for the spool (bounded by the
         # caller's limit on unacknowledged batches).
         self._spooling: queue.Queue[_Group | None] = queue.Queue()
+        #: Stage ("database", "spool") -> (monotonic time it started failing, error).
+        self.failing: dict[str, tuple[float, str]] = {}
         self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="persist", daemon=True)
-        self._spool_thread = threading.Thread(
-            target=self._run_spool, name="persist-spool", daemon=True
-        )
+        self._thread = SupervisedThread("persist", self._run, self._stopping)
+        self._spool_thread = SupervisedThread("persist-spool", self._run_spool, self._stopping)
+
+    @property
+    def threads(self) -> tuple[SupervisedThread, ...]:
+        """The supervised threads (for readiness and metrics)."""
+        return (self._thread, self._spool_thread)
+
+    def problem(self, now: float | None = None) -> str | None:
+        """Why nothing is being made durable right now, or None."""
+        now = time.monotonic() if now is None else now
+        for stage, (since, error) in list(self.failing.items()):
+            return f"cannot persist to the {stage} for {now - since:.0f} s: {error}"
+        return None
 
     def start(self) -> None:
         """Start the persist threads."""
@@ -111,8 +140,10 @@ class Persister:
         return future
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish the queued jobs, then stop."""
+        """Stop within ``timeout``: jobs queued get one attempt each, no retries; a job not
+        made durable fails (and is not acknowledged)."""
         deadline = time.monotonic() + timeout
+        self._stopping.set()
         self._queue.put(None)
         self._thread.join(timeout)
         self._spool_thread.join(max(0.0, deadline - time.monotonic()))
@@ -134,22 +165,29 @@ class Persister:
 
     def _run(self) -> None:
         """Database stage: dead letters, alerts and work orders, rules state, SLA checks."""
-        done = False
-        try:
-            while not done:
-                jobs, done = self._take()
-                if not jobs:
-                    continue
-                group = _merge(jobs)
-                started = time.perf_counter()
-                error = self._with_retries(functools.partial(self._commit_db, group), final=done)
-                group.db_s = time.perf_counter() - started
-                if error is None:
-                    self._spooling.put(group)
-                else:
-                    _finish([group], error)
-        finally:
-            self._spooling.put(None)
+        while True:
+            jobs, done = self._take()
+            try:
+                if jobs:
+                    self._db_stage(jobs, final=done)
+            except BaseException as err:
+                _fail([future for _, future in jobs], err)
+                raise
+            finally:
+                if done:
+                    self._spooling.put(None)
+            if done:
+                return
+
+    def _db_stage(self, jobs: list[tuple[PersistJob, Future[None]]], final: bool) -> None:
+        group = _merge(jobs)
+        started = time.perf_counter()
+        error = self._with_retries("database", functools.partial(self._commit_db, group), final)
+        group.db_s = time.perf_counter() - started
+        if error is None:
+            self._spooling.put(group)
+        else:
+            _finish([group], error)
 
     def _run_spool(self) -> None:
         """Spool stage: every group committed so far in one append and one fsync."""
@@ -158,13 +196,20 @@ class Persister:
             groups, done = self._take_spooling()
             if not groups:
                 continue
-            started = time.perf_counter()
-            error = self._with_retries(functools.partial(self._append, groups), final=done)
-            if error is None:
-                self.groups += len(groups)
-                self.last_group_jobs = sum(len(group.futures) for group in groups)
-                self.last_commit_s = groups[-1].db_s + time.perf_counter() - started
-            _finish(groups, error)
+            try:
+                self._spool_stage(groups, final=done)
+            except BaseException as err:
+                _fail([future for group in groups for future in group.futures], err)
+                raise
+
+    def _spool_stage(self, groups: list[_Group], final: bool) -> None:
+        started = time.perf_counter()
+        error = self._with_retries("spool", functools.partial(self._append, groups), final)
+        if error is None:
+            self.groups += len(groups)
+            self.last_group_jobs = sum(len(group.futures) for group in groups)
+            self.last_commit_s = groups[-1].db_s + time.perf_counter() - started
+        _finish(groups, error)
 
     def _take_spooling(self) -> tuple[list[_Group], bool]:
         first = self._spooling.get()
@@ -180,19 +225,31 @@ class Persister:
                 return groups, True
             groups.append(item)
 
-    def _with_retries(self, action: Callable[[], None], final: bool) -> Exception | None:
-        """Run ``action`` (which resumes where it failed); on failure wait and run it again
-        (never drop), unless we are shutting down."""
-        for attempt in range(1, 1_000_000):
+    def _with_retries(
+        self, stage: str, action: Callable[[], None], final: bool
+    ) -> Exception | None:
+        """Run ``action`` (which resumes where it failed); on failure wait with backoff and
+        run it again (never drop), until it succeeds or we are stopping."""
+        delay = RETRY_MIN_S
+        for attempt in range(1, 1 << 62):
             try:
                 action()
-                return None
             except Exception as err:
                 self.retries += 1
-                log.error("cannot persist yet (%s); not acknowledging, retry %d", err, attempt)
-                if final or self._stopping.is_set():
+                if stage not in self.failing:
+                    self.failing[stage] = (time.monotonic(), f"{type(err).__name__}: {err}"[:300])
+                if attempt == 1 or attempt % 30 == 0:
+                    log.error(
+                        "cannot persist to the %s (%s); not acknowledging, retry %d in %.1f s",
+                        stage, err, attempt, delay,
+                    )  # fmt: skip
+                if final or self._stopping.wait(delay):
                     return err
-                time.sleep(min(0.1 * attempt, 2.0))
+                delay = min(delay * 2, RETRY_MAX_S)
+                continue
+            if self.failing.pop(stage, None) is not None:
+                log.warning("persisting to the %s again after %d attempts", stage, attempt)
+            return None
         return RuntimeError("unreachable")
 
     def _commit_db(self, group: _Group) -> None:
@@ -210,6 +267,8 @@ class Persister:
             group.check_sla = False
 
     def _append(self, groups: list[_Group]) -> None:
+        if self.before_spool is not None:
+            self.before_spool()
         records = [
             record for group in groups for record in (*group.bodies, group.alert_body) if record
         ]
@@ -221,8 +280,15 @@ class Persister:
 
 def _finish(groups: list[_Group], error: Exception | None) -> None:
     for group in groups:
-        for future in group.futures:
-            if error is None:
-                future.set_result(None)
-            else:
-                future.set_exception(error)
+        if error is None:
+            for future in group.futures:
+                with contextlib.suppress(InvalidStateError):  # cancelled by the waiter
+                    future.set_result(None)
+        else:
+            _fail(group.futures, error)
+
+
+def _fail(futures: list[Future[None]], error: BaseException) -> None:
+    for future in futures:
+        with contextlib.suppress(InvalidStateError):  # done, or cancelled by the waiter
+            future.set_exception(error)

@@ -29,7 +29,7 @@ from devices.base import (
 )
 from gateway.limits import DeviceLimits
 from gateway.lineproto import FieldWriter, escape_string_field, series_prefix
-from gateway.mqtt_source import Batch
+from gateway.mqtt_source import RECEIVE_STEP_NS, Batch
 from gateway.registry import DeviceInfo
 from gateway.rejectlog import RateLimitedLog
 
@@ -257,6 +257,12 @@ class Pipeline:
         """
         result = BatchResult()
         recv = batch.received_ns
+        if batch.refused:
+            self._refused(batch, result)
+        # Receive times: message i's is recv + i * step, unless it is a redelivery whose
+        # first receive time was kept (then its points are the same points again).
+        step = RECEIVE_STEP_NS
+        fixed = batch.fixed_ts
         routes = self._routes
         last_seen = self.last_seen
         by_kind = result.messages_by_kind
@@ -307,7 +313,10 @@ class Pipeline:
                     if ts is None:
                         if over:
                             raise limits.rate_limited()
-                        ts = recv + index * 1000
+                        if fixed is None:
+                            ts = recv + index * step
+                        else:
+                            ts = fixed.get(index, recv + index * step)
                     else:
                         if ts > ts_high or ts < ts_low:
                             raise limits.bad_ts(ts, recv)
@@ -323,9 +332,10 @@ class Pipeline:
                 elif route.topic_kind == "status":
                     if over:
                         raise limits.rate_limited()
-                    self._status(route, payload, recv + index * 1000, result)
+                    self._status(route, payload, _receive_ts(recv, index, fixed), result)
                 else:
-                    self._readings(route, payload, recv + index * 1000, result, recv, over)
+                    default_ts = _receive_ts(recv, index, fixed)
+                    self._readings(route, payload, default_ts, result, recv, over)
             except _TopicError as err:
                 self._reject(result, recv, topic, err.device_id, err.reason, err.detail, payload)
                 continue
@@ -338,6 +348,20 @@ class Pipeline:
             last_seen[device_id] = recv
             by_kind[route.info.kind] += 1
         return result
+
+    def _refused(self, batch: Batch, result: BatchResult) -> None:
+        """Dead letters for the messages the source refused itself (oversized, retained)."""
+        for item in batch.refused:
+            route = self._routes.get(item.topic)
+            if route is not None:
+                device_id: str | None = route.info.device_id
+            else:
+                parts = item.topic.decode("utf-8", "replace").split("/")
+                device_id = parts[2] if len(parts) == 4 and parts[2] else None
+            self._reject(
+                result, batch.received_ns, item.topic, device_id, item.reason, item.detail,
+                item.payload,
+            )  # fmt: skip
 
     def _readings(
         self,
@@ -417,6 +441,12 @@ class Pipeline:
         item = Rejected(recv, topic.decode("utf-8", "replace"), device_id, reason, detail, payload)
         result.rejected.append(item)
         self._log(item)
+
+
+def _receive_ts(recv: int, index: int, fixed: dict[int, int] | None) -> int:
+    """Receive time of message ``index`` of a batch (see Pipeline.process)."""
+    default = recv + index * RECEIVE_STEP_NS
+    return default if fixed is None else fixed.get(index, default)
 
 
 def parse_status(payload: bytes) -> str:

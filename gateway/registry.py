@@ -23,9 +23,9 @@ from sqlalchemy.orm import Session
 
 from devices import KINDS, load_kind
 from gateway.db import LEVELS, Device, Node, Staff, utcnow
+from gateway.device_ids import NO_CONFIGURED_NAMES, ReservedNames, device_id_problem
 
-DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-NODE_CODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+NODE_CODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")  # use with fullmatch
 CSV_COLUMNS = ("device_id", "kind", "model", "codec", "node", "location", "params", "installed_at")
 
 
@@ -61,15 +61,17 @@ def parse_params(text: str) -> dict[str, str]:
 
 
 def check_device_fields(
-    device_id: str, kind: str, codec: str, params: Mapping[str, str]
+    device_id: str,
+    kind: str,
+    codec: str,
+    params: Mapping[str, str],
+    reserved: ReservedNames = NO_CONFIGURED_NAMES,
 ) -> list[str]:
     """Problems with one device's identity, kind and codec (empty when it is fine)."""
     problems = []
-    if not DEVICE_ID_RE.match(device_id):
-        problems.append(
-            f"device_id {device_id!r} must be 1-128 of A-Z a-z 0-9 _ . : - "
-            "(it is also the MQTT topic segment and user name)"
-        )
+    id_problem = device_id_problem(device_id, reserved)
+    if id_problem is not None:
+        problems.append(id_problem)
     if kind not in KINDS:
         problems.append(f"kind {kind!r} unknown; known: {', '.join(KINDS)}")
     elif codec not in load_kind(kind).codecs:
@@ -79,10 +81,15 @@ def check_device_fields(
 
 
 class Registry:
-    """Reads and writes the registry tables."""
+    """Reads and writes the registry tables.
 
-    def __init__(self, engine: Engine) -> None:
+    ``reserved``: the broker names of this deployment (its logins and client id) that no
+    device id may take, besides the ``scc-…`` names reserved everywhere.
+    """
+
+    def __init__(self, engine: Engine, reserved: ReservedNames = NO_CONFIGURED_NAMES) -> None:
         self.engine = engine
+        self.reserved = reserved
 
     # -- hierarchy ---------------------------------------------------------------------
     def load_hierarchy(self, tree: Mapping[str, Any]) -> int:
@@ -95,7 +102,7 @@ class Registry:
                 if level not in LEVELS:
                     raise RegistryError([f"node {item.get('code')!r}: level {level!r} unknown"])
                 code = str(item["code"])
-                if not NODE_CODE_RE.match(code):
+                if not NODE_CODE_RE.fullmatch(code):
                     raise RegistryError(
                         [f"node code {code!r} must be 1-64 of A-Z a-z 0-9 _ . : - (it is a tag)"]
                     )
@@ -161,7 +168,7 @@ class Registry:
             seen: set[str] = set()
             devices: list[DeviceRow] = []
             for line, row in enumerate(rows, start=2):
-                device, errors = _device_from_row(row, nodes)
+                device, errors = _device_from_row(row, nodes, self.reserved)
                 if device is not None and device["device_id"] in seen:
                     errors.append(f"device_id {device['device_id']!r} repeated")
                 problems += [f"{path.name} line {line}: {err}" for err in errors]
@@ -288,7 +295,7 @@ def _walk(
 
 
 def _device_from_row(
-    row: Mapping[str, str], nodes: Mapping[str, int]
+    row: Mapping[str, str], nodes: Mapping[str, int], reserved: ReservedNames
 ) -> tuple[DeviceRow | None, list[str]]:
     """A CSV row as a ``devices`` table row (plain values: a million ORM objects would take
     most of an import's time), or the problems with it."""
@@ -299,7 +306,7 @@ def _device_from_row(
         params = parse_params(row.get("params") or "")
     except ValueError as err:
         return None, [str(err)]
-    errors = check_device_fields(device_id, kind, codec, params)
+    errors = check_device_fields(device_id, kind, codec, params, reserved)
     model = (row.get("model") or "").strip()
     if model.endswith("\\") or "\n" in model:
         errors.append(f"model {model!r} must not end with a backslash or contain a line break")

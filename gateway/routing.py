@@ -51,6 +51,57 @@ CATEGORY_ROLES: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 
 
+#: The level each staff role belongs to. Roles that own work orders (``HANDLING_ROLES``)
+#: capture the routing of the subtree they are attached to, so who may attach them is
+#: bounded by :func:`grant_problem`.
+ROLE_LEVELS: Mapping[str, str] = MappingProxyType(
+    {
+        "street_officer": "street",
+        "community_secretary": "community",
+        "grid_head": "grid",
+        "grid_member": "grid",
+        "property_manager": "compound",
+        "building_head": "building",
+        "unit_head": "unit",
+    }
+)
+STAFF_ROLES: tuple[str, ...] = tuple(ROLE_LEVELS)
+
+
+def _depth(level: str) -> int:
+    return LEVELS.index(level) if level in LEVELS else len(LEVELS)
+
+
+def grant_problem(role: str, node_level: str, granter_level: str) -> tuple[str, str] | None:
+    """Whether a token scoped at a ``granter_level`` node may attach (change, remove) a
+    staff entry with ``role`` at a ``node_level`` node inside its scope.
+
+    The rule: a role sits at its own level or below (a ``grid_head`` on a grid, or on a
+    compound, building or unit of that grid, never on a community); and a token grants
+    only roles of its own level or below. A role below its level takes that level's work
+    orders for the subtree it is attached to, so only those entitled at that level may
+    place it: a compound manager may add property managers and building or unit heads in
+    its compound, not a grid head at one of its buildings (which would take fire orders
+    away from the grid team). Returns ``("placement" | "entitlement", message)`` or None.
+    Roles not in :data:`ROLE_LEVELS` (older free-form entries) route nothing: None.
+    """
+    home = ROLE_LEVELS.get(role)
+    if home is None:
+        return None
+    if _depth(node_level) < _depth(home):
+        return "placement", f"{role!r} belongs at the {home} level or below, not on a {node_level}"
+    if _depth(granter_level) > _depth(home):
+        owns = sorted(c for c, roles in CATEGORY_ROLES.items() if role in roles)
+        what = f"it takes {', '.join(owns)} work orders" if owns else "it is a"
+        where = f"from the {home} level" if owns else f"{home}-level role"
+        return "entitlement", (
+            f"a token scoped at the {granter_level} level may not grant {role!r}: {what} "
+            f"{where}; only a token scoped at a {home} node or above may attach, change or "
+            "remove one"
+        )
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class PathNode:
     """One node on a hierarchy path."""

@@ -5,6 +5,10 @@ persistence (spool append with fsync, dead-letter insert) runs on one worker thr
 overlaps with processing the next batch, and acknowledgements are sent strictly in batch
 order once the batch's persistence finished. A batch that cannot be persisted is never
 acknowledged: the broker redelivers it.
+
+Shutdown is bounded by ``shutdown_timeout_s`` whatever state the spool or database is in:
+each step gets what is left of that budget, and what is not acknowledged by then stays in
+the broker's session. Readiness (:mod:`gateway.readiness`) covers every part ingest needs.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -28,26 +34,23 @@ from gateway.config import Settings
 from gateway.db import make_engine
 from gateway.deadletter import DeadLetterStore
 from gateway.fleetstats import fleet_lines
+from gateway.gateway_metrics import gateway_samples
 from gateway.gctune import tune_for_service
-from gateway.influx import (
-    Drainer,
-    LineWriter,
-    V1Target,
-    V1Writer,
-    V2Target,
-    V2Writer,
-    WriteError,
-)
+from gateway.influx import Drainer, LineWriter
 from gateway.metrics import Sample, influx_lines
-from gateway.mqtt_source import Batch, MqttSource, SourceOptions
-from gateway.notify import Channel, ChannelFilter, Dispatcher, EmailNotifier, WebhookNotifier
+from gateway.mqtt_source import RECEIVE_STEP_NS, Batch, MqttSource, SourceOptions
+from gateway.notify import Dispatcher
 from gateway.partition import owned_partitions
 from gateway.persist import Persister, PersistJob
 from gateway.pipeline import BatchResult, Pipeline, Rejected, registry_lookup
+from gateway.readiness import IngestParts, Report, check
+from gateway.receipts import Receipts
 from gateway.registry import DeviceInfo, Registry
 from gateway.rulestage import RuleStage
 from gateway.spool import Spool, SpoolFullError
 from gateway.sse import EventHub
+from gateway.supervise import SupervisedThread
+from gateway.wiring import ensure_database, make_writer, notification_channels
 from gateway.workers import (
     DRAIN_TIMEOUT_S,
     WORKER_MAX_UNACKED_BATCHES,
@@ -77,73 +80,6 @@ class Counters:
     last_batch_process_s: float = 0.0
 
 
-def notification_channels(settings: Settings) -> list[Channel]:
-    """Webhook and e-mail channels from the settings (none configured: none)."""
-    channels = []
-    if settings.webhook_url:
-        channels.append(
-            Channel(
-                "webhook",
-                WebhookNotifier(
-                    settings.webhook_url, settings.webhook_secret, settings.webhook_template
-                ),
-                ChannelFilter(min_severity=settings.webhook_min_severity),
-            )
-        )
-    if settings.smtp_host:
-        channels.append(
-            Channel(
-                "email",
-                EmailNotifier(
-                    settings.smtp_host,
-                    settings.smtp_port,
-                    settings.smtp_sender,
-                    settings.smtp_username,
-                    settings.smtp_password,
-                    settings.smtp_starttls,
-                ),
-                ChannelFilter(
-                    types=frozenset({"alert.firing", "workorder.opened", "workorder.escalated"}),
-                    min_severity=settings.email_min_severity,
-                ),
-            )
-        )
-    return channels
-
-
-def make_writer(settings: Settings) -> LineWriter:
-    """The InfluxDB writer the settings ask for."""
-    if settings.influx_version == 2:
-        return V2Writer(
-            V2Target(
-                settings.influx_url,
-                settings.influx_org,
-                settings.influx_bucket,
-                settings.influx_token,
-            )
-        )
-    return V1Writer(
-        V1Target(
-            settings.influx_url,
-            settings.influx_database,
-            settings.influx_retention_policy,
-            settings.influx_username,
-            settings.influx_password,
-        )
-    )
-
-
-def ensure_database(writer: LineWriter) -> None:
-    """Create the InfluxDB 1.x database at start (the writer also does it on a 404 later)."""
-    if isinstance(writer, V1Writer):
-        try:
-            status, text = writer.create_database()
-            if status >= 300:
-                log.warning("CREATE DATABASE answered HTTP %d: %s", status, text[:200])
-        except WriteError as err:
-            log.warning("could not create the InfluxDB database yet: %s", err)
-
-
 class Gateway:
     """Wires the parts together; ``run()`` until ``stop()``."""
 
@@ -158,7 +94,7 @@ class Gateway:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.engine = engine or make_engine(settings.database_url)
         self.registry = Registry(self.engine)
-        self.dead_letters = DeadLetterStore(self.engine)
+        self.dead_letters = DeadLetterStore(self.engine, settings.dead_letter_max_bytes)
         self.spool = Spool(settings.spool_dir, settings.spool_max_bytes, fsync=settings.spool_fsync)
         self.counters = Counters()
         self.drainer = Drainer(
@@ -193,11 +129,17 @@ class Gateway:
             batch_max=settings.batch_max,
             linger_s=settings.linger_ms / 1000,
             urgent_linger_s=settings.event_linger_ms / 1000,
+            max_payload_bytes=settings.max_payload_bytes,
+            max_buffered_bytes=settings.mqtt_max_buffered_bytes,
         )
         if settings.worker_mode:
             options = shared_source_options(settings, options)
-        self.source = MqttSource(options)
+        self.receipts = Receipts(
+            settings.receipts_path, RECEIVE_STEP_NS, settings.receive_maximum, settings.spool_fsync
+        )
+        self.source = MqttSource(options, receipts=self.receipts)
         self._stopping = asyncio.Event()
+        self._stop_deadline = math.inf  # monotonic time by which run() must return
         self.clock: Clock = clock or SystemClock()
         self.hub = EventHub()
         self.dispatcher = Dispatcher(notification_channels(settings))
@@ -217,7 +159,9 @@ class Gateway:
             )
         # A device's backlog may start no earlier than its newest reading the engine applied.
         self.pipeline.limits.latest = self.rules.engine.latest_reading
-        self.persister = Persister(self.spool, self.dead_letters, self.rules)
+        self.persister = Persister(
+            self.spool, self.dead_letters, self.rules, before_spool=self.receipts.flush
+        )
         if isinstance(self.rules, PartitionedRuleStage):
             self.rule_consumer = RuleConsumer(
                 rule_consumer_options(settings, self.rules.owned),
@@ -277,27 +221,74 @@ class Gateway:
                 if batch is None:
                     continue
                 self._handle(batch)
-                while len(unacked) >= max_unacked:
+                while len(unacked) >= max_unacked and not self._stopping.is_set():
                     await self._ack_ready(unacked, block=True)
-            # in worker mode forwards may never be answered (broker gone): bounded
-            deadline = time.monotonic() + (DRAIN_TIMEOUT_S if self.rule_consumer else math.inf)
-            while unacked and time.monotonic() < deadline:
-                await self._ack_ready(unacked, block=True)
+            await self._ack_remaining(unacked)
         finally:
-            if api is not None:
-                api.should_exit = True
-                await asyncio.wait([tasks.pop()], timeout=10)
-            if rules_task is not None:  # it acknowledges what the persister committed
-                tasks.append(await self._rules_drained(rules_task))
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self.source.stop()
-            await asyncio.to_thread(self.persister.stop)
-            await asyncio.to_thread(self.drainer.stop)
-            self.spool.close()
-            self.hub.close()
-            await asyncio.to_thread(self.dispatcher.close, 5.0)
+            await self._shutdown(api, tasks, rules_task)
+
+    def _left(self, cap: float = math.inf) -> float:
+        """Seconds left of the shutdown budget (at most ``cap``)."""
+        return max(0.0, min(cap, self._stop_deadline - time.monotonic()))
+
+    async def _ack_remaining(
+        self, unacked: deque[tuple[asyncio.Future[None], Batch | None]]
+    ) -> None:
+        """Acknowledge what becomes durable in the first half of the budget; nothing when
+        the persister is failing (it would not finish, and the broker keeps the rest)."""
+        until = time.monotonic() + self._left(self.settings.shutdown_timeout_s / 2)
+        if self.rule_consumer:  # forwards may never be answered (broker gone)
+            until = min(until, time.monotonic() + DRAIN_TIMEOUT_S)
+        while unacked and time.monotonic() < until and self.persister.problem() is None:
+            await self._ack_ready(unacked, block=True)
+        if unacked:
+            log.warning(
+                "stopping with %d batches unacknowledged (the broker keeps them)", len(unacked)
+            )
+
+    async def _shutdown(
+        self, api: Any, tasks: list[asyncio.Task[None]], rules_task: asyncio.Task[None] | None
+    ) -> None:
+        """Stop every part within what is left of the budget."""
+        self._stop_deadline = min(
+            self._stop_deadline, time.monotonic() + self.settings.shutdown_timeout_s
+        )
+        if api is not None:
+            api.should_exit = True
+            await asyncio.wait([tasks.pop()], timeout=self._left(5.0))
+        if rules_task is not None:  # it acknowledges what the persister committed
+            tasks.append(await self._rules_drained(rules_task))
+        for task in tasks:
+            task.cancel()
+        await asyncio.wait_for(
+            asyncio.gather(*tasks, return_exceptions=True), self._left(1.0) + 0.1
+        )
+        await asyncio.wait_for(self.source.stop(), self._left(2.0) + 0.1)
+        self.hub.close()
+        # Threads: each call is bounded; the threads are daemons, so one stuck in the
+        # kernel (a hung disk) does not hold up the exit.
+        await self._in_thread(self.persister.stop, self._left())
+        await self._in_thread(self.drainer.stop, self._left())
+        await self._in_thread(self.spool.close, self._left(1.0))
+        await self._in_thread(self.dispatcher.close, self._left(5.0))
+        log.info("stopped")
+
+    async def _in_thread(self, action: Callable[[float], object], budget: float) -> None:
+        # A plain daemon thread, not the loop's executor: asyncio.run() would wait for it.
+        done = asyncio.get_running_loop().create_future()
+
+        def run() -> None:
+            try:
+                action(budget)
+            except Exception:
+                log.exception("shutdown step %s failed", getattr(action, "__qualname__", action))
+            finally:
+                with contextlib.suppress(RuntimeError):  # the loop may be gone by then
+                    done.get_loop().call_soon_threadsafe(_set_done, done)
+
+        threading.Thread(target=run, name="shutdown-step", daemon=True).start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(done), budget + 0.5)
 
     def _handle(self, batch: Batch) -> None:
         result = self._process(batch)
@@ -309,7 +300,7 @@ class Gateway:
 
     async def _rules_drained(self, rules_task: asyncio.Task[None]) -> asyncio.Task[None]:
         self._stopping.set()
-        await asyncio.wait([rules_task], timeout=DRAIN_TIMEOUT_S + 5)
+        await asyncio.wait([rules_task], timeout=self._left(DRAIN_TIMEOUT_S + 5))
         return rules_task
 
     def _submit(self, job: PersistJob, batch: Batch | None = None) -> None:
@@ -379,8 +370,39 @@ class Gateway:
         self._submit(PersistJob(b"", [], None, check_sla=True))
 
     def stop(self) -> None:
-        """Ask ``run()`` to finish (safe from signal handlers on the loop)."""
+        """Ask ``run()`` to finish within ``shutdown_timeout_s`` (safe from signal handlers
+        on the loop)."""
+        if not self._stopping.is_set():
+            self._stop_deadline = time.monotonic() + self.settings.shutdown_timeout_s
         self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        """Whether ``stop()`` was called."""
+        return self._stopping.is_set()
+
+    # -- health ------------------------------------------------------------------------
+    @property
+    def threads(self) -> list[SupervisedThread]:
+        """The supervised threads of ingest."""
+        return [*self.persister.threads, self.drainer.thread]
+
+    def readiness(self) -> Report:
+        """Whether every part ingest needs works, with the reason for each that does not."""
+        sessions: dict[str, Any] = {"mqtt": self.source}
+        if self.rule_consumer is not None:
+            sessions["mqtt_rules"] = self.rule_consumer.source
+        return check(
+            IngestParts(
+                sessions=sessions,
+                broker=f"{self.settings.mqtt_host}:{self.settings.mqtt_port}",
+                persister=self.persister,
+                spool=self.spool,
+                drainer=self.drainer,
+                threads=self.threads,
+                influx_stall_s=self.settings.influx_stall_s,
+            )
+        )
 
     def _process(self, batch: Batch) -> BatchResult:
         started = time.perf_counter()
@@ -407,12 +429,13 @@ class Gateway:
                 self.source.ack(batch)
                 self.counters.acked_batches += 1
             elif (
-                self.rule_consumer is not None
-                and batch is not None
+                batch is not None
                 and batch.generation == self.source.generation
+                and not self._stopping.is_set()
             ):
-                # A forward the broker refused on a live connection: reconnect, so that
-                # the batch comes again rather than staying unacknowledged for good.
+                # Not made durable (a persist failure that was not retried, or a forward
+                # the broker refused) on a live connection: reconnect, so that the batch
+                # comes again rather than staying unacknowledged for good.
                 log.warning("batch not acknowledged (%s); reconnecting", fut.exception())
                 self.source.drop_connection()
 
@@ -433,54 +456,7 @@ class Gateway:
 
     def samples(self) -> list[Sample]:
         """Every counter and gauge of the gateway (for /metrics and gateway_stats)."""
-        c = self.counters
-        d = self.drainer.stats
-        out = [
-            Sample("scc_messages_total", n, (("kind", k),), help="valid messages by device kind")
-            for k, n in sorted(c.messages.items())
-        ]
-        out += [
-            Sample(
-                "scc_dead_letters_total", n, (("reason", r),), help="rejected messages by reason"
-            )
-            for r, n in sorted(c.dead_letters.items())
-        ]
-        out += [
-            Sample("scc_points_total", c.points, help="points spooled for InfluxDB"),
-            Sample("scc_batches_total", c.batches, help="batches processed"),
-            Sample("scc_acked_batches_total", c.acked_batches, help="batches acknowledged"),
-            Sample("scc_persist_retries_total", self.persister.retries, help="persist retries"),
-            Sample("scc_persist_groups_total", self.persister.groups, help="group commits"),
-            Sample("scc_persist_group_jobs", self.persister.last_group_jobs, kind="gauge"),
-            Sample("scc_persist_commit_seconds", self.persister.last_commit_s, kind="gauge"),
-            Sample("scc_rules_eval_seconds", self.rules.last_eval_s, kind="gauge"),
-            Sample("scc_rule_transitions_total", self.rules.transitions_total),
-            Sample("scc_batch_size", c.last_batch_size, kind="gauge", help="last batch size"),
-            Sample("scc_batch_process_seconds", c.last_batch_process_s, kind="gauge"),
-            Sample(
-                "scc_spool_bytes",
-                self.spool.depth_bytes(),
-                kind="gauge",
-                help="not yet in InfluxDB",
-            ),
-            Sample("scc_spool_full_waits_total", self.spool.full_waits, help="appends that waited"),
-            Sample("scc_influx_written_lines_total", d.written_lines),
-            Sample("scc_influx_write_requests_total", d.write_requests),
-            Sample("scc_influx_write_retries_total", d.retries),
-            Sample("scc_influx_rejected_lines_total", d.rejected_lines),
-            Sample("scc_influx_write_batch_lines", d.last_batch_lines, kind="gauge"),
-            Sample("scc_influx_write_batch_seconds", d.last_batch_seconds, kind="gauge"),
-            Sample("scc_mqtt_reconnects_total", self.source.reconnects),
-        ]
-        if self.rule_consumer is not None:
-            rc = self.rule_consumer
-            out += [
-                Sample("scc_forwards_acked_total", self.source.publishes, help="rule forwards"),
-                Sample("scc_forwarded_readings_total", rc.readings, help="readings evaluated"),
-                Sample("scc_forwards_rejected_total", rc.rejected),
-                Sample("scc_rule_batches_acked_total", rc.acked_batches),
-            ]
-        return out
+        return gateway_samples(self)
 
     def stats_lines(self, ts: int) -> list[str]:
         """``gateway_stats`` points for InfluxDB."""
@@ -488,3 +464,23 @@ class Gateway:
         if self.settings.worker_mode:
             name = f"{name}-{self.settings.worker_index}"
         return influx_lines(self.samples(), name, ts)
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def exit_watchdog(seconds: float) -> None:
+    """Exit the process if it is still alive ``seconds`` from now (the CLI arms this on
+    SIGTERM). Everything acknowledged is durable already, so a forced exit loses nothing;
+    it only guards the shutdown bound against a thread stuck in the kernel."""
+
+    def expire() -> None:
+        log.error("shutdown took over %.0f s; exiting now", seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()

@@ -210,7 +210,10 @@ class MosquittoConfig(ServerConfig):
     max_inflight_messages: int = 1000
     # Deep per-client queues: a persistent session holds the backlog while the gateway is down.
     max_queued_messages: int = 1_000_000
-    max_packet_size: int = 16 * _MIB  # far above any device payload or batch
+    # The only packet limit on the way to the gateway (it advertises none): above it a
+    # publisher is refused (MQTT 5: DISCONNECT 0x95); below it, every message reaches us
+    # and one over max_payload_bytes becomes an oversized dead letter (README, Limits).
+    max_packet_size: int = 16 * _MIB
     autosave_interval: int = 30
     #: Opt-in: anonymous access off, logins and ACLs from the dynamic-security plugin.
     dynsec: bool = False

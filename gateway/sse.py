@@ -69,6 +69,7 @@ class Subscription:
         self._accept = accept
         self._after = 0  # events up to this seq came through the backlog (or were before us)
         self._backlog: list[_Entry] = []
+        self.closing: bytes | None = None  # the last comment, when stopped
 
     def wants(self, event: Event) -> bool:
         """Apply the subscriber's filter; a filter that raises counts as "no"."""
@@ -94,6 +95,15 @@ class Subscription:
         """Make :meth:`frames` finish after what is queued (loop only)."""
         self.queue.put_nowait(None)
 
+    def stop(self, reason: str) -> None:
+        """End :meth:`frames` now, dropping what is queued, with a last comment saying why
+        (loop only): the subscriber may no longer see these events."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.closing = b": stream closed: %s\n\n" % " ".join(reason.split()).encode()
+        self.queue.put_nowait(None)
+        self.close()
+
     def close(self) -> None:
         """Unsubscribe from the hub (loop only)."""
         self._hub._subscribers.discard(self)
@@ -109,6 +119,8 @@ class Subscription:
                 yield b": replay incomplete, some earlier events are no longer kept\n\n"
             backlog, self._backlog = self._backlog, []
             for entry in backlog:
+                if self.closing is not None:
+                    break  # stopped during the replay: the loop below says why
                 yield entry.frame
             reported = 0
             while True:  # bounded by the hub closing or the consumer leaving
@@ -121,6 +133,8 @@ class Subscription:
                     yield b": dropped %d events\n\n" % (self.dropped - reported)
                     reported = self.dropped
                 if item is None:
+                    if self.closing is not None:
+                        yield self.closing
                     return
                 yield item.frame
         finally:

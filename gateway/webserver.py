@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from devices import load_kind
 from gateway.api.app import create_app
 from gateway.api.context import DeviceStatus
+from gateway.device_ids import reserved_for
 from gateway.dynsec import DynsecProvisioner, Provisioner
 from gateway.metrics import label_text
 from gateway.services import ServiceError, influx_query
@@ -94,6 +95,7 @@ def build_app(gateway: Gateway) -> FastAPI:
             settings.mqtt_port,
             settings.mqtt_admin_username,
             settings.mqtt_admin_password,
+            reserved=reserved_for(settings),
         )
     loop = asyncio.get_running_loop()
 
@@ -110,6 +112,7 @@ def build_app(gateway: Gateway) -> FastAPI:
         influx_reader=InfluxV1Reader(settings.influx_url, settings.influx_database),
         status_source=status_source(gateway),
         metrics_source=metrics_source(gateway),
+        readiness_source=lambda: gateway.readiness().checks,
         rules=gateway.rules,
         hub=gateway.hub,
         on_rules_changed=on_rules_changed,

@@ -80,10 +80,11 @@ class MqttPublisher:
     def connect(self) -> None:
         """Open every connection; FleetError if one is not up within the timeout."""
         opts = self.options
-        for n in range(max(1, opts.connections)):
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2, client_id=f"scc-fleet-{os.getpid()}-{n}"
-            )
+        # A device's own login is bound to its device id as client id: one connection.
+        connections = 1 if opts.username else max(1, opts.connections)
+        for n in range(connections):
+            client_id = opts.username or f"scc-fleet-{os.getpid()}-{n}"
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
             if opts.username:
                 client.username_pw_set(opts.username, opts.password)
             client.max_inflight_messages_set(opts.max_pending)

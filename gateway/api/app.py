@@ -14,10 +14,12 @@ from sqlalchemy import Engine
 
 from gateway.alerts import AlertService
 from gateway.api import errors
+from gateway.api.bodyguard import BodyGuard
 from gateway.api.context import (
     ApiContext,
     InfluxReader,
     MetricsSource,
+    ReadinessSource,
     StatusSource,
     no_metrics,
     no_status,
@@ -66,7 +68,12 @@ them; only a root-scoped admin or integrator changes them), a dry-run reads only
 scope; alerts are placed at their device's node; a work order is visible in the scope of its
 origin (where the problem is) and of its current owner; a live event is sent when a node on
 its path is in scope. `GET /events/stream` also takes the token as `?access_token=` because
-a browser's EventSource cannot set headers.
+a browser's EventSource cannot set headers; it ends within seconds of its token being revoked
+or changed.
+
+A request body is read only after its token is checked (401 first), and at most 64 KiB by
+default (8 MiB for `POST /devices/import`; 413 beyond). Staff roles are granted only by a token
+scoped at the role's level or above (403), at the role's level or below (422).
 """
 
 
@@ -78,6 +85,7 @@ def create_app(
     influx_reader: InfluxReader | None = None,
     status_source: StatusSource = no_status,
     metrics_source: MetricsSource = no_metrics,
+    readiness_source: ReadinessSource | None = None,
     rules: RuleStage | None = None,
     alerts: AlertService | None = None,
     orders: WorkOrderService | None = None,
@@ -114,6 +122,7 @@ def create_app(
         influx_reader=influx_reader,
         status_source=status_source,
         metrics_source=metrics_source,
+        readiness_source=readiness_source,
         rules=rules,
         alerts=alerts,
         orders=orders,
@@ -123,6 +132,7 @@ def create_app(
         rules_dir=rules_dir,
     )
     errors.install(app)
+    app.add_middleware(BodyGuard, ctx=app.state.ctx)
     routers = (health, identity, device_types, devices, nodes)
     operations = (rule_routes, alert_routes, workorders, events)
     for module in (*routers, *operations):

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 
 from gateway.alerts import AlertService
 from gateway.config import Settings
+from gateway.device_ids import ReservedNames, reserved_for
 from gateway.dynsec import Provisioner
 from gateway.rulestage import RuleStage
 from gateway.sse import EventHub
@@ -40,6 +41,8 @@ class InfluxReader(Protocol):
 StatusSource = Callable[[str], DeviceStatus | None]
 #: Current metric values by Prometheus name.
 MetricsSource = Callable[[], Mapping[str, float]]
+#: Readiness of the ingest path: part -> "ok" or the reason it is not (empty: no ingest).
+ReadinessSource = Callable[[], Mapping[str, str]]
 
 
 def no_status(_device_id: str) -> DeviceStatus | None:
@@ -67,6 +70,7 @@ class ApiContext:
     influx_reader: InfluxReader | None = None
     status_source: StatusSource = no_status
     metrics_source: MetricsSource = no_metrics
+    readiness_source: ReadinessSource | None = None
     rules: RuleStage | None = None
     alerts: AlertService | None = None
     orders: WorkOrderService | None = None
@@ -76,6 +80,10 @@ class ApiContext:
     #: moved or decommissioned it, so the gateway's caches pick the change up at once.
     on_device_changed: Callable[[str], None] | None = None
     rules_dir: Path | None = None
+
+    def reserved_ids(self) -> ReservedNames:
+        """The broker names of this deployment no device id may take (from settings)."""
+        return reserved_for(self.settings)
 
     def device_changed(self, *device_ids: str) -> None:
         """Tell the gateway (if any) that these devices changed."""

@@ -11,6 +11,7 @@ from sqlalchemy import ColumnElement, or_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from gateway.alerts import AlertService
+from gateway.api.bodyguard import principal_of
 from gateway.api.context import ApiContext
 from gateway.api.errors import UnavailableError
 from gateway.auth import Principal, authenticate
@@ -52,8 +53,12 @@ def _principal(session: Session, token: str | None) -> Principal:
     return principal
 
 
-def get_principal(session: SessionDep, credentials: BearerDep) -> Principal:
-    """The caller, from ``Authorization: Bearer <token>`` (401 without a valid one)."""
+def get_principal(request: Request, session: SessionDep, credentials: BearerDep) -> Principal:
+    """The caller, from ``Authorization: Bearer <token>`` (401 without a valid one); for a
+    request with a body, the one the body guard authenticated before reading it."""
+    checked = principal_of(request.scope)
+    if checked is not None:
+        return checked
     return _principal(session, credentials.credentials if credentials else None)
 
 

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from gateway.api.context import ApiContext
-from gateway.api.errors import ConflictError
+from gateway.api.errors import ConflictError, UnprocessableError
 from gateway.api.schemas import (
     DeviceCreate,
     DevicePage,
@@ -27,6 +27,7 @@ from gateway.api.schemas import (
 )
 from gateway.auth import NodeIndex, NotInScopeError, Principal
 from gateway.db import Device
+from gateway.device_ids import device_id_problem
 from gateway.dynsec import Credentials, DynsecError, Provisioner
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def _credentials(creds: Credentials | None) -> MqttCredentials | None:
     return MqttCredentials(
         username=creds.username,
         password=creds.password,
+        client_id=creds.client_id or creds.username,
         publish_topics=list(creds.publish_topics),
         command_topic=creds.command_topic,
     )
@@ -69,6 +71,13 @@ def find_device(session: Session, principal: Principal, device_id: str) -> Devic
     if device is None or not principal.sees(device.node_id):
         raise NotInScopeError(f"device {device_id!r} not found")
     return device
+
+
+def check_id(ctx: ApiContext, device_id: str, where: str = "path.device_id") -> None:
+    """A 422 unless ``device_id`` is a valid device id that no broker name of ours takes."""
+    problem = device_id_problem(device_id, ctx.reserved_ids())
+    if problem is not None:
+        raise UnprocessableError(f"{where}: {problem}")
 
 
 def find_active(session: Session, principal: Principal, device_id: str) -> Device:
@@ -109,6 +118,8 @@ def register(
     session: Session, ctx: ApiContext, principal: Principal, bodies: Sequence[DeviceCreate]
 ) -> list[DeviceRegistered]:
     """Insert devices (already checked), provision their logins, commit; all or nothing."""
+    for body in bodies:
+        check_id(ctx, body.device_id, "body.device_id")
     rows = [new_device(body, principal.node_in_scope(body.node).id) for body in bodies]
     taken = existing_ids(session, [row.device_id for row in rows])
     if taken:
@@ -157,8 +168,11 @@ def revoke_quietly(provisioner: Provisioner | None, device_ids: list[str]) -> No
             provisioner.revoke(device_id)
 
 
-def update(session: Session, principal: Principal, device_id: str, body: DeviceUpdate) -> Device:
+def update(
+    session: Session, ctx: ApiContext, principal: Principal, device_id: str, body: DeviceUpdate
+) -> Device:
     """Apply the fields given in ``body``."""
+    check_id(ctx, device_id)
     device = find_active(session, principal, device_id)
     given = body.model_fields_set
     if "model" in given and body.model is not None:
@@ -173,8 +187,11 @@ def update(session: Session, principal: Principal, device_id: str, body: DeviceU
     return device
 
 
-def move(session: Session, principal: Principal, device_id: str, node_code: str) -> Device:
+def move(
+    session: Session, ctx: ApiContext, principal: Principal, device_id: str, node_code: str
+) -> Device:
     """Hang the device at another node (both places must be in scope)."""
+    check_id(ctx, device_id)
     device = find_active(session, principal, device_id)
     device.node_id = principal.node_in_scope(node_code).id
     session.commit()
@@ -182,9 +199,16 @@ def move(session: Session, principal: Principal, device_id: str, node_code: str)
 
 
 def decommission(session: Session, ctx: ApiContext, principal: Principal, device_id: str) -> Device:
-    """Revoke the broker login first, then mark the device decommissioned."""
+    """Revoke the device's own broker login first, then mark the device decommissioned.
+
+    A row whose id is not a device's (left from before ids were checked, e.g. one named
+    like the gateway's login) is decommissioned without touching the broker: that login
+    is not the device's to revoke."""
     device = find_device(session, principal, device_id)
-    if ctx.provisioner is not None:
+    problem = device_id_problem(device_id, ctx.reserved_ids())
+    if problem is not None:
+        logger.warning("decommissioning %r without touching the broker: %s", device_id, problem)
+    elif ctx.provisioner is not None:
         ctx.provisioner.revoke(device_id)
     device.status = DECOMMISSIONED
     session.commit()

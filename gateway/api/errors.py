@@ -1,7 +1,8 @@
 """Errors translated at the boundary: every 4xx is ``{"detail": "<what is wrong>"}``.
 
 Request validation errors become a 422 whose ``detail`` names each bad field (and whose
-``errors`` list them); access errors from :mod:`gateway.auth` become 401/403/404; a
+``errors`` list them); access errors from :mod:`gateway.auth` become 401/403/404; a broker
+login the gateway may not take is a 409 (someone else's) or 422 (a reserved name); a
 failing broker or time-series store becomes 503. Anything unexpected is logged and
 answered with a 500 that says no more than that.
 """
@@ -17,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.auth import AuthError, ForbiddenError, NotAuthenticatedError, NotInScopeError
-from gateway.dynsec import DynsecError
+from gateway.dynsec import DynsecError, LoginConflictError, ReservedLoginError
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +117,13 @@ async def _on_dynsec(_request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": f"the MQTT broker could not be updated: {exc}"}, status_code=503)
 
 
+async def _on_login_refused(_request: Request, exc: Exception) -> JSONResponse:
+    # The broker is fine; the name is not the device's to take (409) or not a device's (422).
+    status = 409 if isinstance(exc, LoginConflictError) else 422
+    logger.warning("broker login refused: %s", exc)
+    return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse({"detail": "internal error; see the gateway log"}, status_code=500)
@@ -128,4 +136,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(AuthError, _on_auth)
     app.add_exception_handler(ApiError, _on_api)
     app.add_exception_handler(DynsecError, _on_dynsec)
+    app.add_exception_handler(LoginConflictError, _on_login_refused)
+    app.add_exception_handler(ReservedLoginError, _on_login_refused)
     app.add_exception_handler(Exception, _on_unexpected)

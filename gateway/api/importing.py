@@ -19,6 +19,7 @@ from gateway.api.device_ops import existing_ids
 from gateway.api.errors import TooLargeError, UnprocessableError, UnsupportedMediaError
 from gateway.api.schemas import DeviceCreate, RowError
 from gateway.auth import Principal
+from gateway.device_ids import NO_CONFIGURED_NAMES, ReservedNames, device_id_problem
 from gateway.registry import CSV_COLUMNS
 
 MAX_IMPORT_BYTES = 8 * 1024 * 1024
@@ -28,10 +29,12 @@ REQUIRED_COLUMNS = ("device_id", "kind", "node")
 CSV_TYPES = ("text/csv", "application/csv")
 
 
-def parse_body(body: bytes, content_type: str | None) -> list[Any]:
+def parse_body(
+    body: bytes, content_type: str | None, max_bytes: int = MAX_IMPORT_BYTES
+) -> list[Any]:
     """The raw rows of a CSV or JSON body (each a dict for well-formed input)."""
-    if len(body) > MAX_IMPORT_BYTES:
-        raise TooLargeError(f"import body is {len(body)} bytes; at most {MAX_IMPORT_BYTES} allowed")
+    if len(body) > max_bytes:
+        raise TooLargeError(f"import body is {len(body)} bytes; at most {max_bytes} allowed")
     media = (content_type or "").split(";")[0].strip().lower()
     if media in CSV_TYPES and not body.strip():
         raise UnprocessableError("the import body is empty")
@@ -96,7 +99,10 @@ def _csv_row(row: dict[str | None, Any]) -> dict[str, Any]:
 
 
 def check_rows(
-    session: Session, principal: Principal, rows: list[Any]
+    session: Session,
+    principal: Principal,
+    rows: list[Any],
+    reserved: ReservedNames = NO_CONFIGURED_NAMES,
 ) -> tuple[list[DeviceCreate], list[RowError]]:
     """Validate every row; also against each other, the scope and the registry."""
     creates: list[DeviceCreate] = []
@@ -118,6 +124,7 @@ def check_rows(
                 for e in err.errors(include_url=False)
             ]
     errors += _cross_check(session, principal, creates, numbers)
+    errors += _reserved_ids(creates, numbers, reserved)
     errors.sort(key=lambda e: e.row)
     return creates, errors[:MAX_REPORTED]
 
@@ -143,6 +150,18 @@ def _cross_check(
     for device_id in existing_ids(session, list(first_row)):
         message = f"device {device_id!r} is already registered"
         errors.append(RowError(row=first_row[device_id], field="device_id", message=message))
+    return errors
+
+
+def _reserved_ids(
+    creates: list[DeviceCreate], numbers: list[int], reserved: ReservedNames
+) -> list[RowError]:
+    """Rows naming one of this deployment's broker logins or client ids."""
+    errors: list[RowError] = []
+    for number, create in zip(numbers, creates, strict=True):
+        problem = reserved.clash(create.device_id) and device_id_problem(create.device_id, reserved)
+        if problem:
+            errors.append(RowError(row=number, field="device_id", message=problem))
     return errors
 
 

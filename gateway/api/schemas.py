@@ -5,10 +5,20 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from devices import KINDS, load_kind
-from gateway.registry import DEVICE_ID_RE, parse_params
+from gateway.device_ids import device_id_problem
+from gateway.registry import parse_params
+from gateway.routing import STAFF_ROLES
 
 NodeCode = Annotated[str, Field(min_length=1, max_length=64, examples=["B3-2"])]
 
@@ -112,11 +122,9 @@ class DeviceCreate(_In):
     @field_validator("device_id")
     @classmethod
     def _valid_device_id(cls, value: str) -> str:
-        if not DEVICE_ID_RE.match(value):
-            raise ValueError(
-                "must be 1-128 of A-Z a-z 0-9 _ . : - starting with a letter or digit "
-                "(it is also the device's MQTT user name and topic segment)"
-            )
+        problem = device_id_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @field_validator("kind")
@@ -176,10 +184,12 @@ class DeviceDetail(DevicePublic):
 
 
 class MqttCredentials(BaseModel):
-    """The device's MQTT login: shown once, never stored in plain text."""
+    """The device's MQTT login: shown once, never stored in plain text. The broker accepts
+    it only with ``client_id`` (the device id) as the MQTT client id."""
 
     username: str
     password: str
+    client_id: str
     publish_topics: list[str]
     command_topic: str
 
@@ -254,8 +264,24 @@ class NodeDetail(NodeSummary):
     children: list[NodeSummary]
 
 
+def _known_staff_role(value: str) -> str:
+    if value not in STAFF_ROLES:
+        raise ValueError(f"unknown staff role; roles: {', '.join(STAFF_ROLES)}")
+    return value
+
+
 StaffRole = Annotated[
-    str, Field(min_length=1, max_length=32, pattern=r"^[a-z][a-z_]*$", examples=["grid_member"])
+    str,
+    Field(
+        min_length=1,
+        max_length=32,
+        pattern=r"^[a-z][a-z_]*$",
+        examples=["grid_member"],
+        description="one of "
+        + ", ".join(STAFF_ROLES)
+        + "; who may grant which is in the nodes section of the README",
+    ),
+    AfterValidator(_known_staff_role),
 ]
 Email = Annotated[str, Field(max_length=256, pattern=r"^[^@\s]+@[^@\s]+$")]
 

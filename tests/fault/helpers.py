@@ -40,6 +40,7 @@ from gateway.db import DeadLetter, make_engine
 from gateway.deadletter import DeadLetterStore
 from gateway.registry import Registry
 from gateway.services import ServiceError, influx_query
+from gateway.spool_files import load_cursor
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -127,17 +128,14 @@ def dead_letters_by_device(state_dir: Path) -> dict[tuple[str | None, str], int]
 
 def spool_depth_bytes(spool_dir: Path) -> int:
     """Bytes not yet drained, from the spool's files: segments from the cursor's on, minus
-    the cursor's offset (``cursor`` holds ``<segment> <offset>``)."""
+    the cursor's offset."""
     sizes = {}
     for path in spool_dir.glob("seg-*.spool"):
         try:
             sizes[int(path.stem[4:])] = path.stat().st_size
         except FileNotFoundError:  # drained and deleted meanwhile
             continue
-    try:
-        segment, offset = (int(x) for x in (spool_dir / "cursor").read_text().split())
-    except (OSError, ValueError):
-        segment, offset = min(sizes, default=1), 0
+    segment, offset = load_cursor(spool_dir) or (min(sizes, default=1), 0)
     return sum(size for number, size in sizes.items() if number >= segment) - offset
 
 
@@ -179,13 +177,16 @@ class GatewayProcess:
         influx_url: str,
         database: str,
         env: dict[str, str] | None = None,
+        log_dir: Path | None = None,
+        args: Sequence[str] = (),
     ) -> None:
         self.state_dir = state_dir
         self.name = name
         self.mqtt_port = mqtt_port
         self.influx_url = influx_url
         self.database = database
-        self.log_path = state_dir / f"gateway-{name}.log"
+        self.log_path = (log_dir or state_dir) / f"gateway-{name}.log"
+        self.args = list(args)
         # Settings come from flags here, never from a developer's SCC_* environment.
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SCC_")}
         self.env.update(env or {})
@@ -198,7 +199,7 @@ class GatewayProcess:
         return [
             sys.executable, "-m", "gateway", "run", "--state-dir", str(self.state_dir),
             "--name", self.name, "--mqtt-port", str(self.mqtt_port),
-            "--influx-url", self.influx_url, "--influx-database", self.database,
+            "--influx-url", self.influx_url, "--influx-database", self.database, *self.args,
         ]  # fmt: skip
 
     @property
@@ -438,26 +439,29 @@ def stored_seqs(
 class Accounting:
     """What was sent (acknowledged by the broker) against what InfluxDB holds."""
 
-    sent: int
+    sent: int  # acknowledged by the broker (PUBACK to the publisher)
     stored: int
     lost: int
     duplicated: int
     unexpected: int  # stored points that were never acknowledged as sent
     lost_examples: tuple[Key, ...]
+    published: int = -1  # publish() calls, acknowledged or not (-1: not given)
 
     def line(self) -> str:
-        """The ``sent / stored / lost / duplicated`` line."""
+        """The ``sent / acknowledged / stored / lost / duplicated`` line."""
+        published = self.published if self.published >= 0 else self.sent
         return (
-            f"sent {self.sent} / stored {self.stored} / lost {self.lost} / "
-            f"duplicated {self.duplicated}"
+            f"sent {published} / acknowledged {self.sent} / stored {self.stored} / "
+            f"lost {self.lost} / duplicated {self.duplicated}"
         )
 
 
-def account(sent: set[Key], stored: dict[str, list[int]]) -> Accounting:
+def account(sent: set[Key], stored: dict[str, list[int]], published: int = -1) -> Accounting:
     """Compare: lost = sent and not stored; duplicated = points of one seq beyond the first."""
     points = Counter((device, seq) for device, seqs in stored.items() for seq in seqs)
     lost = sorted(sent - points.keys())
     return Accounting(
+        published=published,
         sent=len(sent),
         stored=len(sent & points.keys()),
         lost=len(lost),

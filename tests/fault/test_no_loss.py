@@ -105,7 +105,7 @@ def test_no_acknowledged_message_is_lost(
     finally:
         publisher.close()
         gateway.stop()
-    result = account(sent, stored)
+    result = account(sent, stored, publisher.published)
     show(
         capsys,
         f"fault suite (no loss): {TOTAL} msgs at {RATE:.0f}/s from {len(DEVICES)} devices\n"

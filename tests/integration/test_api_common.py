@@ -197,7 +197,7 @@ def test_validation_error_lists_fields(env: ApiEnv) -> None:
     assert response.status_code == 422
     body = response.json()
     assert {tuple(e["loc"]) for e in body["errors"]} == {("body", "device_id"), ("body", "kind")}
-    assert "body.device_id: Value error, must be 1-128" in body["detail"]
+    assert "body.device_id: Value error, device_id 'bad id' has ' '" in body["detail"]
 
 
 json_values = st.recursive(

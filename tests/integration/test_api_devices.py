@@ -133,6 +133,7 @@ def test_register_returns_credentials_once(penv: ApiEnv, provisioner: FakeProvis
     assert result["credentials"] == {
         "username": "smoke-new-1",
         "password": "pw-smoke-new-1",
+        "client_id": "smoke-new-1",
         "publish_topics": [f"scc/v1/smoke-new-1/{k}" for k in ("telemetry", "event", "status")],
         "command_topic": "scc/v1/smoke-new-1/command",
     }

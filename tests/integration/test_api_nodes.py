@@ -91,6 +91,6 @@ def test_staff_create_refusals(env: ApiEnv, body: dict[str, Any], fragment: str)
     ("role", "status"), [("manager", 201), ("integrator", 403), ("read_only", 403)]
 )
 def test_staff_write_needs_the_permission(env: ApiEnv, role: str, status: int) -> None:
-    body = {"name": "x", "role": "grid_member"}
+    body = {"name": "x", "role": "property_manager"}
     response = env.client.post("/nodes/C1/staff", headers=env.auth(role, "C1"), json=body)
     assert response.status_code == status

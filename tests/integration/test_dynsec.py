@@ -74,10 +74,17 @@ class Peer:
         self.client.loop_stop()
 
 
-def connect(port: int, username: str | None = None, password: str | None = None) -> Peer:
-    """Connect and wait for the CONNACK (refused or not)."""
+def connect(
+    port: int,
+    username: str | None = None,
+    password: str | None = None,
+    client_id: str | None = None,
+) -> Peer:
+    """Connect and wait for the CONNACK (refused or not); a random client id by default."""
     client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"t-{secrets.token_hex(4)}", protocol=mqtt.MQTTv5
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id or f"t-{secrets.token_hex(4)}",
+        protocol=mqtt.MQTTv5,
     )
     client.reconnect_delay_set(60, 60)  # a refused login must not retry during the test
     peer = Peer(client)
@@ -171,7 +178,7 @@ def test_anonymous_and_wrong_logins_are_refused(setup: Setup) -> None:
 def test_device_publishes_only_on_its_own_topics(setup: Setup, gateway_sub: Peer) -> None:
     creds = _register(setup, "smoke-dyn-1")
     _register(setup, "smoke-dyn-2")
-    device = connect(setup.broker.port, creds["username"], creds["password"])
+    device = connect(setup.broker.port, creds["username"], creds["password"], creds["client_id"])
     try:
         assert not device.connack.is_failure
         assert device.publish("scc/v1/smoke-dyn-2/telemetry", b'{"forged": 1}') == NOT_AUTHORIZED
@@ -192,13 +199,13 @@ def test_device_publishes_only_on_its_own_topics(setup: Setup, gateway_sub: Peer
 
 def test_decommissioned_device_is_cut_off(setup: Setup) -> None:
     creds = _register(setup, "smoke-dyn-3")
-    device = connect(setup.broker.port, creds["username"], creds["password"])
+    device = connect(setup.broker.port, creds["username"], creds["password"], creds["client_id"])
     assert not device.connack.is_failure
     response = setup.api.client.delete("/devices/smoke-dyn-3", headers=setup.api.auth())
     assert response.status_code == 200
     assert device.disconnected.wait(TIMEOUT), "the broker kept the revoked device connected"
     device.close()
-    again = connect(setup.broker.port, creds["username"], creds["password"])
+    again = connect(setup.broker.port, creds["username"], creds["password"], creds["client_id"])
     try:
         assert again.connack.is_failure
     finally:
@@ -208,7 +215,7 @@ def test_decommissioned_device_is_cut_off(setup: Setup) -> None:
 def test_logins_survive_a_broker_restart(setup: Setup) -> None:
     creds = _register(setup, "smoke-dyn-4")
     setup.broker.restart()
-    device = connect(setup.broker.port, creds["username"], creds["password"])
+    device = connect(setup.broker.port, creds["username"], creds["password"], creds["client_id"])
     try:
         assert not device.connack.is_failure
         assert device.publish("scc/v1/smoke-dyn-4/status", b"online") in ACCEPTED

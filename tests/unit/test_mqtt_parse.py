@@ -7,17 +7,39 @@ import random
 import struct
 
 from gateway import mqtt_wire as wire
-from gateway.mqtt_source import _Protocol
+from gateway.mqtt_large import LargeMessage
+from gateway.mqtt_protocol import Connection
 
 
 class _Sink:
     """Stands in for MqttSource: records what the parser hands over."""
 
+    stream_above = 1 << 20
+    max_payload = 1 << 20
+
     def __init__(self) -> None:
         self.got: list[tuple[bytes, bytes, int]] = []
+        self.flagged: list[tuple[int, bytes, bytes, int]] = []
+        self.large: list[LargeMessage] = []
+        self.counted = 0
 
     def _on_publish(self, topic: bytes, payload: bytes, mid: int) -> None:
         self.got.append((topic, payload, mid))
+
+    def _on_flagged(self, first: int, topic: bytes, payload: bytes, mid: int) -> None:
+        self.flagged.append((first, topic, payload, mid))
+
+    def _on_large(self, message: LargeMessage) -> None:
+        self.large.append(message)
+
+    def _on_puback(self, body: bytes) -> None:
+        pass
+
+    def _on_disconnect(self, reason: int) -> None:
+        pass
+
+    def _count_bytes(self, count: int) -> None:
+        self.counted += count
 
 
 def _publish(topic: bytes, payload: bytes, mid: int, props: bytes = b"") -> bytes:
@@ -47,7 +69,7 @@ def test_publishes_split_anywhere_come_out_whole_and_in_order() -> None:
             messages = _messages(rng)
             stream = b"".join(_publish(t, p, m, props) for t, p, m, props in messages)
             sink = _Sink()
-            proto = _Protocol(sink)  # type: ignore[arg-type]
+            proto = Connection(sink)
             pos = 0
             for _ in range(len(stream)):
                 if pos >= len(stream):
@@ -65,7 +87,7 @@ def test_a_truncated_packet_waits_for_the_rest() -> None:
     async def run() -> None:
         packet = _publish(b"scc/v1/d/telemetry", b"x" * 200, 7)
         sink = _Sink()
-        proto = _Protocol(sink)  # type: ignore[arg-type]
+        proto = Connection(sink)
         proto.data_received(packet[:2])  # first byte of a two-byte remaining length
         proto.data_received(packet[2:-1])
         assert sink.got == []

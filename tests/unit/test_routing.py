@@ -10,16 +10,18 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 import gateway.alert_models  # noqa: F401  (registers the alert tables before make_engine)
-from gateway.db import make_engine
+from gateway.db import LEVELS, make_engine
 from gateway.registry import Registry
 from gateway.routing import (
     CATEGORY_ROLES,
     HANDLING_ROLES,
+    ROLE_LEVELS,
     VOLUNTEER_ROLES,
     PathNode,
     Router,
     StaffMember,
     eligible_roles,
+    grant_problem,
     path_string,
     plan_route,
 )
@@ -219,3 +221,23 @@ def test_unknown_device_and_node(engine: Engine) -> None:
         assert router.path(session, None) == ()
         route = router.route(session, None, "fire")
     assert route.owner is None and route.recipients() == []
+
+
+def test_every_routed_role_has_a_level() -> None:
+    assert set(HANDLING_ROLES) | set(VOLUNTEER_ROLES) == set(ROLE_LEVELS)
+    assert all(level in LEVELS for level in ROLE_LEVELS.values())
+
+
+@pytest.mark.parametrize("role", sorted(ROLE_LEVELS))
+@pytest.mark.parametrize("granter", LEVELS)
+@pytest.mark.parametrize("node", LEVELS)
+def test_grant_rule(role: str, granter: str, node: str) -> None:
+    """Own level or below for the role; the token's level at or above the role's."""
+    home = LEVELS.index(ROLE_LEVELS[role])
+    problem = grant_problem(role, node, granter)
+    if LEVELS.index(node) < home:
+        assert problem is not None and problem[0] == "placement"
+    elif LEVELS.index(granter) > home:
+        assert problem is not None and problem[0] == "entitlement"
+    else:
+        assert problem is None

@@ -100,4 +100,4 @@ def test_corrupt_record_in_the_middle_is_skipped_and_counted(tmp_path: Path) -> 
     segment.write_bytes(bytes(data))
     reopened = Spool(tmp_path)
     assert drain(reopened) == [b"second"]
-    assert reopened.corrupt_records == 1
+    assert reopened.quarantined_regions == 1

@@ -112,13 +112,17 @@ async def import_devices(
     ``{row, field, message}``. CSV columns: ``device_id,kind,model,codec,node,location,
     params,installed_at`` (params as ``key=value;key=value``)."""
     principal.require("devices", "write")
-    rows = importing.parse_body(await request.body(), request.headers.get("content-type"))
+    rows = importing.parse_body(
+        await request.body(),
+        request.headers.get("content-type"),
+        ctx.settings.api_max_import_bytes,
+    )
     return await run_in_threadpool(_import_rows, ctx, principal, rows)
 
 
 def _import_rows(ctx: ApiContext, principal: Principal, rows: list[Any]) -> ImportResult:
     with Session(ctx.engine) as session:
-        creates, errors = importing.check_rows(session, principal, rows)
+        creates, errors = importing.check_rows(session, principal, rows, ctx.reserved_ids())
         if errors:
             raise importing.refuse(errors)
         items = device_ops.register(session, ctx, principal, creates)
@@ -165,7 +169,7 @@ def update_device(
 ) -> DevicePublic:
     """Change model, location, install parameters or install date (use /move for the node)."""
     principal.require("devices", "write")
-    device = device_ops.update(session, principal, device_id, body)
+    device = device_ops.update(session, ctx, principal, device_id, body)
     ctx.device_changed(device_id)
     return device_ops.to_public(device, principal.index)
 
@@ -178,7 +182,7 @@ def move_device(
 ) -> DevicePublic:
     """Hang the device at another node; its topics and login stay the same."""
     principal.require("devices", "write")
-    device = device_ops.move(session, principal, device_id, body.node)
+    device = device_ops.move(session, ctx, principal, device_id, body.node)
     ctx.device_changed(device_id)
     return device_ops.to_public(device, principal.index)
 

@@ -6,13 +6,13 @@ import logging
 import re
 
 from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.api.deps import ContextDep, PrincipalDep
-from gateway.api.errors import UnavailableError
-from gateway.api.schemas import ErrorBody, Liveness, Readiness
+from gateway.api.schemas import ErrorBody, Liveness
 from gateway.auth import ForbiddenError
 from gateway.metrics import Sample, prometheus_text
 
@@ -29,21 +29,43 @@ def liveness() -> Liveness:
     return Liveness()
 
 
+class ReadinessBody(BaseModel):
+    """``ok`` when the database answers and every part of ingest works; otherwise
+    ``not ready``, with each part's state in ``checks`` and the reasons in ``detail``."""
+
+    status: str
+    database: str
+    checks: dict[str, str] | None = None
+    detail: str | None = None
+
+
 @router.get(
     "/health/ready",
     summary="Readiness",
-    response_model=Readiness,
-    responses={503: {"model": ErrorBody}},
+    response_model=ReadinessBody,
+    response_model_exclude_none=True,
+    responses={503: {"model": ReadinessBody}},
 )
-def readiness(ctx: ContextDep) -> Readiness:
-    """The database answers a query (no token needed); 503 when it does not."""
+def readiness(ctx: ContextDep) -> ReadinessBody | JSONResponse:
+    """No token needed. 503 naming every part that fails: the database, and in the gateway
+    process the MQTT session, persisting (database commits, spool appends), InfluxDB
+    (no successful write for ``influx_stall_s`` while data waits) and its threads."""
+    database = "ok"
     try:
         with ctx.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError as err:
         logger.warning("readiness: database unavailable: %s", err)
-        raise UnavailableError(f"database unavailable: {type(err).__name__}") from err
-    return Readiness(status="ok", database="ok")
+        database = f"database unavailable: {type(err).__name__}"
+    checks = dict(ctx.readiness_source()) if ctx.readiness_source is not None else None
+    reasons = [] if database == "ok" else [database]
+    reasons += [f"{part}: {state}" for part, state in (checks or {}).items() if state != "ok"]
+    if not reasons:
+        return ReadinessBody(status="ok", database=database, checks=checks)
+    body = ReadinessBody(
+        status="not ready", database=database, checks=checks, detail="; ".join(reasons)
+    )
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=503)
 
 
 def render_metrics(values: dict[str, float]) -> str:

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.api.deps import PrincipalDep, SessionDep
+from gateway.api.errors import UnprocessableError
 from gateway.api.schemas import (
     ErrorBody,
     NodeDetail,
@@ -19,8 +20,9 @@ from gateway.api.schemas import (
     StaffPublic,
     StaffUpdate,
 )
-from gateway.auth import NodeIndex, NodeRow, NotInScopeError, Principal
+from gateway.auth import ForbiddenError, NodeIndex, NodeRow, NotInScopeError, Principal
 from gateway.db import Node, Staff
+from gateway.routing import grant_problem
 
 router = APIRouter(
     prefix="/nodes",
@@ -100,13 +102,30 @@ def list_staff(code: str, principal: PrincipalDep, session: SessionDep) -> list[
 def create_staff(
     code: str, body: StaffCreate, principal: PrincipalDep, session: SessionDep
 ) -> StaffPublic:
-    """Add a staff entry (grid member, property manager, …) at this node."""
+    """Add a staff entry (grid member, property manager, …) at this node. A role sits at
+    its own level or below, and only a token scoped at that level or above grants it: a
+    compound's manager adds property managers and building or unit heads, not grid heads
+    (403), since a role below its level takes that level's work orders there."""
     principal.require("staff", "write")
     node = principal.node_in_scope(code)
+    check_grant(principal, node, body.role)
     staff = Staff(node_id=node.id, **body.model_dump())
     session.add(staff)
     session.commit()
     return _staff_public(staff, node.code)
+
+
+def check_grant(principal: Principal, node: NodeRow, role: str) -> None:
+    """403 unless the token is entitled to the role's level, 422 for a role above its level
+    (the rule: :func:`gateway.routing.grant_problem`)."""
+    scope = principal.index.nodes[principal.scope_node_id]
+    problem = grant_problem(role, node.level, scope.level)
+    if problem is None:
+        return
+    kind, message = problem
+    if kind == "placement":
+        raise UnprocessableError(f"body.role: {message}; {node.code} is a {node.level}")
+    raise ForbiddenError(message)
 
 
 def _find_staff(session: Session, principal: Principal, code: str, staff_id: int) -> Staff:
@@ -129,6 +148,10 @@ def update_staff(
     """Change name, role, e-mail or phone; fields left out stay as they are."""
     principal.require("staff", "write")
     staff = _find_staff(session, principal, code, staff_id)
+    node = principal.node_in_scope(code)
+    check_grant(principal, node, staff.role)
+    if body.role is not None:
+        check_grant(principal, node, body.role)
     for key, value in body.model_dump(exclude_unset=True).items():
         if value is not None or key in {"email", "phone"}:
             setattr(staff, key, value)
@@ -147,5 +170,7 @@ def delete_staff(
 ) -> None:
     """Detach the person from the node."""
     principal.require("staff", "write")
-    session.delete(_find_staff(session, principal, code, staff_id))
+    staff = _find_staff(session, principal, code, staff_id)
+    check_grant(principal, principal.node_in_scope(code), staff.role)
+    session.delete(staff)
     session.commit()
