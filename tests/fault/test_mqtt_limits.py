@@ -103,9 +103,8 @@ def test_big_payloads_are_dead_letters_and_memory_stays_flat(
             for payload in payloads[6:12]:
                 assert _mosquitto_pub(broker.port, payload, "mqttv5").returncode == 0
             _paho_pub(broker.port, payloads[12:])
-            _paho_pub(
-                broker.port, [orjson.dumps({"state": "normal", "seq": 99, "ts": 1_764_000_000_000})]
-            )
+            small = {"state": "normal", "seq": 99, "ts": int(time.time() * 1000)}  # now: not stale
+            _paho_pub(broker.port, [orjson.dumps(small)])
             wait_until(lambda: len(_oversized(state)) >= len(SIZES), 60, "18 dead letters")
             wait_until(lambda: stored_count(influxdb.url, influx_db) == 1, 30, "the small one")
             time.sleep(0.5)
