@@ -1,5 +1,5 @@
 # The gateway as a container image (see docker-compose.yml and grafana/README.md).
-# Configuration comes from SCC_* environment variables (gateway/config.py); the registry,
+# Configuration comes from SCC_* environment variables (gateway/core/config.py); the registry,
 # spool and dead letters live in the state directory, a volume.
 FROM python:3.11-slim
 

@@ -27,8 +27,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.loadgen import make_devices
-from gateway.config import Settings
-from gateway.db import make_engine
+from gateway.core.config import Settings
+from gateway.core.db import make_engine
 from gateway.registry import Registry
 from gateway.service import Gateway
 from gateway.services import create_influx_database, start_influxdb, start_mosquitto

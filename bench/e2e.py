@@ -31,8 +31,8 @@ import psutil
 
 from bench.loadgen import Device, make_devices, make_messages, publish, publish_packets
 from gateway import mqtt_wire as wire
-from gateway.config import Settings
-from gateway.db import make_engine
+from gateway.core.config import Settings
+from gateway.core.db import make_engine
 from gateway.registry import Registry
 from gateway.services import (
     ManagedProcess,

@@ -32,7 +32,7 @@ import psutil
 
 from bench.e2e import drop_session, prepare_registry, stop_consumer, wait_until_stored
 from bench.loadgen import make_devices, make_messages, publish, publish_packets
-from gateway.config import Settings
+from gateway.core.config import Settings
 from gateway.services import (
     ManagedProcess,
     create_influx_database,

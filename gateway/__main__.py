@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway import services
-from gateway.config import Settings, load_settings
-from gateway.db import make_engine
+from gateway.core.config import Settings, load_settings
+from gateway.core.db import make_engine
 from gateway.deadletter import DeadLetterStore
 from gateway.device_ids import reserved_for
 from gateway.mqtt_large import is_truncated

@@ -38,8 +38,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from gateway.clock import after, require_utc
-from gateway.db import Base, Node, utcnow
+from gateway.core.clock import after, require_utc
+from gateway.core.db import Base, Node, utcnow
 from gateway.routing import PathNode
 
 ALERT_STATES: tuple[str, ...] = ("pending", "firing", "resolved")

@@ -37,7 +37,7 @@ from gateway.alert_models import (
     iso,
     json_values,
 )
-from gateway.clock import Clock, from_ns
+from gateway.core.clock import Clock, from_ns
 from gateway.routing import Router, path_string
 from gateway.workorders import Event, Events, EventSink, WorkOrderService, emit_all
 

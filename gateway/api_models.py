@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import DateTime, Engine, ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from gateway.db import Base, utcnow
+from gateway.core.db import Base, utcnow
 
 
 class ApiToken(Base):

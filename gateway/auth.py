@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.api_models import ApiToken
-from gateway.db import Node
+from gateway.core.db import Node
 
 Role = Literal["admin", "integrator", "manager", "grid_member", "read_only"]
 Action = Literal["read", "write"]

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from gateway.db import DeadLetter
+from gateway.core.db import DeadLetter
 from gateway.pipeline import Rejected
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from devices import KINDS
 from gateway.auth import issue_token
-from gateway.config import Settings
+from gateway.core.config import Settings
 from gateway.service import Gateway
 from gateway.services import (
     ServiceError,

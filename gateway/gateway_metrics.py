@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway.metrics import Sample
+from gateway.core.metrics import Sample
 
 if TYPE_CHECKING:
     from gateway.service import Gateway

@@ -7,7 +7,7 @@ to the dead-letter store.
 
 The drainer never dies of a failure it can expect: InfluxDB errors, spool files that cannot
 be read and a dead-letter store that cannot take a rejected line (disk full) all keep the
-data spooled and back off. Its thread is supervised (:mod:`gateway.supervise`) against the
+data spooled and back off. Its thread is supervised (:mod:`gateway.core.supervise`) against the
 unexpected, and it tracks how long data has waited without a successful write, which
 ``/health/ready`` reports once it passes a bound.
 """
@@ -26,8 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol, cast
 
+from gateway.core.supervise import SupervisedThread
 from gateway.spool import Chunk, Spool
-from gateway.supervise import SupervisedThread
 
 log = logging.getLogger(__name__)
 

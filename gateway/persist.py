@@ -17,7 +17,7 @@ its group and retries it with backoff, so nothing is acknowledged meanwhile: the
 window of unacknowledged batches fills and the broker holds the backlog. ``stop`` ends the
 retries at once, so a shutdown is bounded whatever the disk does; what was not committed is
 never acknowledged and the broker delivers it again. Both threads are supervised
-(:mod:`gateway.supervise`): an unexpected exception fails the futures of the jobs in hand
+(:mod:`gateway.core.supervise`): an unexpected exception fails the futures of the jobs in hand
 (the gateway then reconnects, so the broker redelivers them) and restarts the stage.
 """
 
@@ -33,11 +33,11 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
+from gateway.core.supervise import SupervisedThread
 from gateway.deadletter import DeadLetterStore
 from gateway.pipeline import Rejected
 from gateway.rulestage import Outcome, RuleStage
 from gateway.spool import Spool
-from gateway.supervise import SupervisedThread
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from devices.base import (
     Reading,
     reject_duplicate_keys,
 )
+from gateway.core.lineproto import FieldWriter, escape_string_field, series_prefix
 from gateway.limits import DeviceLimits
-from gateway.lineproto import FieldWriter, escape_string_field, series_prefix
 from gateway.mqtt_source import RECEIVE_STEP_NS, Batch
 from gateway.registry import DeviceInfo
 from gateway.rejectlog import RateLimitedLog

@@ -16,10 +16,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gateway.core.supervise import SupervisedThread
 from gateway.influx import Drainer
 from gateway.persist import Persister
 from gateway.spool import Spool
-from gateway.supervise import SupervisedThread
 
 OK = "ok"
 

@@ -22,7 +22,7 @@ from sqlalchemy import Engine, Text, func, insert, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from devices import KINDS, load_kind
-from gateway.db import LEVELS, Device, Node, Staff, utcnow
+from gateway.core.db import LEVELS, Device, Node, Staff, utcnow
 from gateway.device_ids import NO_CONFIGURED_NAMES, ReservedNames, device_id_problem
 
 NODE_CODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")  # use with fullmatch

@@ -20,9 +20,9 @@ from sqlalchemy import Dialect, Engine, Text, delete, select, type_coerce
 from devices import KINDS, load_kind
 from gateway.alert_models import RuleInfo, RuleStateRow
 from gateway.alerts import AlertService
-from gateway.clock import Clock
-from gateway.db import json_dumps, json_loads, utcnow
-from gateway.lineproto import escape_string_field, series_prefix
+from gateway.core.clock import Clock
+from gateway.core.db import json_dumps, json_loads, utcnow
+from gateway.core.lineproto import escape_string_field, series_prefix
 from gateway.pipeline import Accepted, device_tags
 from gateway.registry import DeviceInfo
 from gateway.routing import Router

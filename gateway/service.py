@@ -29,15 +29,16 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from gateway import mqtt_wire
-from gateway.clock import Clock, SystemClock
-from gateway.config import Settings
-from gateway.db import make_engine
+from gateway.core.clock import Clock, SystemClock
+from gateway.core.config import Settings
+from gateway.core.db import make_engine
+from gateway.core.gctune import tune_for_service
+from gateway.core.metrics import Sample, influx_lines
+from gateway.core.supervise import SupervisedThread
 from gateway.deadletter import DeadLetterStore
 from gateway.fleetstats import fleet_lines
 from gateway.gateway_metrics import gateway_samples
-from gateway.gctune import tune_for_service
 from gateway.influx import Drainer, LineWriter
-from gateway.metrics import Sample, influx_lines
 from gateway.mqtt_source import RECEIVE_STEP_NS, Batch, MqttSource, SourceOptions
 from gateway.notify import Dispatcher
 from gateway.partition import owned_partitions
@@ -49,7 +50,6 @@ from gateway.registry import DeviceInfo, Registry
 from gateway.rulestage import RuleStage
 from gateway.spool import Spool, SpoolFullError
 from gateway.sse import EventHub
-from gateway.supervise import SupervisedThread
 from gateway.wiring import ensure_database, make_writer, notification_channels
 from gateway.workers import (
     DRAIN_TIMEOUT_S,

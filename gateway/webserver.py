@@ -19,9 +19,9 @@ from fastapi import FastAPI
 from devices import load_kind
 from gateway.api.app import create_app
 from gateway.api.context import DeviceStatus
+from gateway.core.metrics import label_text
 from gateway.device_ids import reserved_for
 from gateway.dynsec import DynsecProvisioner, Provisioner
-from gateway.metrics import label_text
 from gateway.services import ServiceError, influx_query
 
 if TYPE_CHECKING:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from gateway.config import Settings
+from gateway.core.config import Settings
 from gateway.influx import LineWriter, V1Target, V1Writer, V2Target, V2Writer, WriteError
 from gateway.notify import Channel, ChannelFilter, EmailNotifier, WebhookNotifier
 

@@ -26,8 +26,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from gateway.clock import Clock
-from gateway.config import Settings
+from gateway.core.clock import Clock
+from gateway.core.config import Settings
 from gateway.mqtt_source import Batch, MqttSource, SourceOptions
 from gateway.mqtt_wire import ConnectOptions
 from gateway.partition import (

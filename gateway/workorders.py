@@ -37,8 +37,8 @@ from gateway.alert_models import (
     refusal,
     restart_deadlines,
 )
-from gateway.clock import Clock
-from gateway.db import Staff
+from gateway.core.clock import Clock
+from gateway.core.db import Staff
 from gateway.routing import Route, Router, path_string
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """Gateway health over ``gateway_stats``: ingest rate, dead letters, InfluxDB writes, spool.
 
-The gateway writes its counters every stats interval (``gateway.metrics.influx_lines``):
+The gateway writes its counters every stats interval (``gateway.core.metrics.influx_lines``):
 counters are cumulative since the gateway started, so rates are
 ``non_negative_derivative(last(x), 1s)`` (a restart's reset to zero is dropped, not drawn
 as a negative spike); gauges (batch sizes, latencies, spool depth) are drawn as they are.

@@ -28,7 +28,7 @@ from gateway.api.routes import alerts as alert_routes
 from gateway.api.routes import device_types, devices, events, health, identity, nodes, workorders
 from gateway.api.routes import rules as rule_routes
 from gateway.api_models import create_tables
-from gateway.config import Settings
+from gateway.core.config import Settings
 from gateway.dynsec import Provisioner
 from gateway.rulestage import RuleStage
 from gateway.sse import EventHub

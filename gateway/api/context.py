@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 
 from gateway.alerts import AlertService
-from gateway.config import Settings
+from gateway.core.config import Settings
 from gateway.device_ids import ReservedNames, reserved_for
 from gateway.dynsec import Provisioner
 from gateway.rulestage import RuleStage

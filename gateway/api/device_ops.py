@@ -26,7 +26,7 @@ from gateway.api.schemas import (
     MqttCredentials,
 )
 from gateway.auth import NodeIndex, NotInScopeError, Principal
-from gateway.db import Device
+from gateway.core.db import Device
 from gateway.device_ids import device_id_problem
 from gateway.dynsec import Credentials, DynsecError, Provisioner
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from gateway.api.errors import UnprocessableError
 from gateway.api.schemas import NodeCode, _In
-from gateway.clock import from_ns
+from gateway.core.clock import from_ns
 from rules import Rule, RuleSet, Transition, load_rules
 from rules.loader import validate_rule
 

@@ -33,9 +33,9 @@ from gateway.alerts import AlertService, Transition
 from gateway.api import create_app
 from gateway.api.context import DeviceStatus
 from gateway.auth import issue_token
-from gateway.clock import ManualClock
-from gateway.config import Settings
-from gateway.db import Node, Staff, make_engine
+from gateway.core.clock import ManualClock
+from gateway.core.config import Settings
+from gateway.core.db import Node, Staff, make_engine
 from gateway.routing import Router
 from gateway.sse import EventHub
 from gateway.web import mount_web

@@ -36,7 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
 from bench.loadgen import publish, publish_packets
-from gateway.db import DeadLetter, make_engine
+from gateway.core.db import DeadLetter, make_engine
 from gateway.deadletter import DeadLetterStore
 from gateway.registry import Registry
 from gateway.services import ServiceError, influx_query

@@ -23,7 +23,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway import mqtt_wire as wire
-from gateway.db import make_engine
+from gateway.core.db import make_engine
 from gateway.deadletter import DeadLetterStore
 from gateway.services import ManagedProcess
 from tests.conftest import ServerFactory

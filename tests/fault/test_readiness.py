@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Settings
+from gateway.core.config import Settings
 from gateway.influx import LineWriter
 from gateway.service import Gateway
 from gateway.services import create_influx_database, free_port

@@ -20,9 +20,9 @@ from aiosmtpd.controller import Controller
 
 from devices import load_kind
 from gateway.alert_models import Alert, WorkOrder
-from gateway.clock import ManualClock
-from gateway.config import Settings
-from gateway.db import make_engine
+from gateway.core.clock import ManualClock
+from gateway.core.config import Settings
+from gateway.core.db import make_engine
 from gateway.notify import verify_signature
 from gateway.registry import Registry
 from gateway.service import Gateway

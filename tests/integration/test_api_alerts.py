@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 
 from gateway.alerts import AlertService, Transition
 from gateway.api import create_app
-from gateway.clock import ManualClock
-from gateway.config import Settings
-from gateway.db import Node, Staff, make_engine
+from gateway.core.clock import ManualClock
+from gateway.core.config import Settings
+from gateway.core.db import Node, Staff, make_engine
 from gateway.routing import Router
 from gateway.rulestage import RuleStage, rule_infos
 from gateway.sse import EventHub

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 import gateway.api_models  # noqa: F401 - registers api_tokens before make_engine
 from gateway.auth import issue_token
-from gateway.db import make_engine
+from gateway.core.db import make_engine
 from gateway.services import ManagedProcess, free_port
 from tests.fault.helpers import GatewayProcess, RssSampler, prepare_registry, wait_until
 

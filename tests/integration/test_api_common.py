@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 import gateway.api_models  # noqa: F401 - registers api_tokens on Base before make_engine
 from gateway.api import create_app
 from gateway.auth import issue_token, revoke_token
-from gateway.config import Settings
-from gateway.db import make_engine
+from gateway.core.config import Settings
+from gateway.core.db import make_engine
 from gateway.registry import Registry
 
 with warnings.catch_warnings():

@@ -19,9 +19,9 @@ from sqlalchemy.orm import Session
 
 from gateway.api.app import create_app
 from gateway.auth import issue_token
-from gateway.clock import SystemClock
-from gateway.config import Settings
-from gateway.db import make_engine
+from gateway.core.clock import SystemClock
+from gateway.core.config import Settings
+from gateway.core.db import make_engine
 from gateway.registry import Registry
 from gateway.rulestage import RuleStage
 

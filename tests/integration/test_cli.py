@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.__main__ import main
-from gateway.config import Settings
+from gateway.core.config import Settings
 from gateway.service import Gateway
 from gateway.services import ManagedProcess
 

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import Settings
-from gateway.db import make_engine
+from gateway.core.config import Settings
+from gateway.core.db import make_engine
 from gateway.fleetstats import fleet_lines
 from gateway.influx import V1Target, V1Writer
 from gateway.registry import Registry

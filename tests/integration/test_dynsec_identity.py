@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.db import Device, Node
+from gateway.core.db import Device, Node
 from gateway.dynsec import (
     DynsecProvisioner,
     LoginConflictError,

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy.orm import Session
 
 from gateway.auth import issue_token
-from gateway.config import Settings
-from gateway.db import make_engine
+from gateway.core.config import Settings
+from gateway.core.db import make_engine
 from gateway.registry import Registry
 from gateway.service import Gateway
 from gateway.services import ManagedProcess, free_port

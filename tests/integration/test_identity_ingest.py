@@ -24,7 +24,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from gateway.auth import issue_token
-from gateway.config import Settings
+from gateway.core.config import Settings
 from gateway.dynsec import DynsecProvisioner
 from gateway.service import Gateway
 from gateway.services import (

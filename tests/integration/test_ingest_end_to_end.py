@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Settings
+from gateway.core.config import Settings
 from gateway.service import Gateway
 from gateway.services import ManagedProcess
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from gateway.__main__ import main as gateway_cli
-from gateway.config import Settings
+from gateway.core.config import Settings
 from gateway.dynsec import DynsecProvisioner
 from gateway.service import Gateway
 from gateway.services import ManagedProcess, free_port, start_mosquitto

@@ -24,7 +24,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway import mqtt_wire as wire
-from gateway.config import Settings
+from gateway.core.config import Settings
 from gateway.mqtt_source import MqttSource, SourceOptions
 from gateway.service import Gateway
 from gateway.services import ManagedProcess, start_mosquitto

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import Settings
+from gateway.core.config import Settings
 from gateway.service import Gateway
 from gateway.services import ManagedProcess
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from gateway import mqtt_wire as wire
-from gateway.config import Settings
-from gateway.db import make_engine
+from gateway.core.config import Settings
+from gateway.core.db import make_engine
 from gateway.mqtt_source import MqttSource, PublishRefusedError, SourceOptions
 from gateway.partition import owned_partitions, partition_of
 from gateway.registry import Registry

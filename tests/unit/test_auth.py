@@ -26,7 +26,7 @@ from gateway.auth import (
     parse_token,
     revoke_token,
 )
-from gateway.db import Node, make_engine
+from gateway.core.db import Node, make_engine
 
 #   ST ─┬─ A ─┬─ A1 ── A1x
 #       │     └─ A2

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import Settings, gateway_client_id
+from gateway.core.config import Settings, gateway_client_id
 
 
 def test_the_default_id_is_random_and_kept(tmp_path: Path) -> None:

@@ -23,9 +23,9 @@ from sqlalchemy import Engine
 
 from gateway.alert_models import RuleInfo
 from gateway.alerts import AlertService, Transition
-from gateway.clock import ManualClock
-from gateway.config import Settings
-from gateway.db import make_engine
+from gateway.core.clock import ManualClock
+from gateway.core.config import Settings
+from gateway.core.db import make_engine
 from gateway.fleetstats import fleet_lines
 from gateway.registry import Registry
 from grafana import DATASOURCE_UID

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.db import make_engine
+from gateway.core.db import make_engine
 from gateway.deadletter import DeadLetterStore
 from gateway.pipeline import Rejected
 

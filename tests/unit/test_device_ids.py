@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.config import Settings
-from gateway.db import make_engine
+from gateway.core.config import Settings
+from gateway.core.db import make_engine
 from gateway.device_ids import ReservedNames, device_id_problem, reserved_for
 from gateway.dynsec import (
     DEVICE_MARK,

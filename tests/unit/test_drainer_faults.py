@@ -8,9 +8,9 @@ import threading
 import time
 from pathlib import Path
 
+from gateway.core.supervise import SupervisedThread
 from gateway.influx import Drainer, WriteError
 from gateway.spool import Spool
-from gateway.supervise import SupervisedThread
 
 from .faulty_files import FaultyOps
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway import gctune
+from gateway.core import gctune
 
 
 @pytest.fixture

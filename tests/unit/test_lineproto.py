@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from devices.base import FieldSpec
-from gateway.lineproto import FieldWriter, escape_string_field, escape_tag, series_prefix
+from gateway.core.lineproto import FieldWriter, escape_string_field, escape_tag, series_prefix
 
 SPECS = (
     FieldSpec("level", "float"),

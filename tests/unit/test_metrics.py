@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.metrics import Sample, influx_lines, prometheus_text
+from gateway.core.metrics import Sample, influx_lines, prometheus_text
 
 SAMPLES = [
     Sample("scc_messages_total", 5, (("kind", "smoke"),), help="valid messages"),

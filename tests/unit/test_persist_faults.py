@@ -13,7 +13,7 @@ from typing import cast
 
 import pytest
 
-from gateway.db import make_engine
+from gateway.core.db import make_engine
 from gateway.deadletter import DeadLetterStore
 from gateway.persist import Persister, PersistJob
 from gateway.pipeline import Rejected

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.db import make_engine
+from gateway.core.db import make_engine
 from gateway.registry import Registry, RegistryError
 
 COMMUNITY = Path(__file__).resolve().parents[2] / "fixtures" / "demo_community"

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 import gateway.alert_models  # noqa: F401  (registers the alert tables before make_engine)
-from gateway.db import LEVELS, make_engine
+from gateway.core.db import LEVELS, make_engine
 from gateway.registry import Registry
 from gateway.routing import (
     CATEGORY_ROLES,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from gateway.clock import ManualClock
-from gateway.db import make_engine
+from gateway.core.clock import ManualClock
+from gateway.core.db import make_engine
 from gateway.pipeline import Accepted
 from gateway.registry import DeviceInfo
 from gateway.rulestage import RuleStage

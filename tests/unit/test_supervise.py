@@ -6,7 +6,7 @@ import itertools
 import threading
 import time
 
-from gateway.supervise import FLAP_RESTARTS, SupervisedThread
+from gateway.core.supervise import FLAP_RESTARTS, SupervisedThread
 
 
 def wait(condition: object, timeout: float = 5.0) -> None:

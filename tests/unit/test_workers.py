@@ -10,9 +10,9 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.__main__ import _settings, build_parser
-from gateway.clock import ManualClock
-from gateway.config import Settings
-from gateway.db import make_engine
+from gateway.core.clock import ManualClock
+from gateway.core.config import Settings
+from gateway.core.db import make_engine
 from gateway.partition import Forwarded, owned_partitions, partition_of
 from gateway.registry import DeviceInfo
 from gateway.workers import PartitionedRuleStage, all_of

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 import gateway.alert_models  # noqa: F401  (registers the alert tables before make_engine)
 from gateway.alert_models import STEPS, RuleInfo, WorkOrder, WorkOrderEvent
 from gateway.alerts import AlertService, Transition
-from gateway.clock import ManualClock
-from gateway.db import Staff, make_engine
+from gateway.core.clock import ManualClock
+from gateway.core.db import Staff, make_engine
 from gateway.registry import Registry
 from gateway.routing import Router
 from gateway.workorders import Action, WorkOrderError, WorkOrderService

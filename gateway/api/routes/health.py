@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.api.deps import ContextDep, PrincipalDep
 from gateway.api.schemas import ErrorBody, Liveness
 from gateway.auth import ForbiddenError
-from gateway.metrics import Sample, prometheus_text
+from gateway.core.metrics import Sample, prometheus_text
 
 logger = logging.getLogger(__name__)
 

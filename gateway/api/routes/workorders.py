@@ -33,7 +33,7 @@ from gateway.api.schemas_ops import (
     WorkOrderTransition,
 )
 from gateway.auth import NotInScopeError, Principal
-from gateway.db import Staff
+from gateway.core.db import Staff
 from gateway.workorders import WorkOrderError, WorkOrderService
 
 router = APIRouter(

@@ -116,7 +116,7 @@ class Settings(BaseModel):
     #: Not ready once data has waited this long without a successful InfluxDB write.
     influx_stall_s: float = Field(30.0, gt=0)
     stats_interval_s: float = Field(5.0, gt=0)
-    #: Freeze start-up objects and collect rarely (gateway/gctune.py): fewer, shorter pauses.
+    #: Freeze start-up objects and collect rarely (gateway/core/gctune.py): fewer, shorter pauses.
     gc_freeze: bool = True
 
     @model_validator(mode="after")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.lineproto import escape_tag
+from gateway.core.lineproto import escape_tag
 
 
 @dataclass(frozen=True, slots=True)
