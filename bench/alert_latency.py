@@ -29,7 +29,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bench.loadgen import make_devices
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
-from gateway.registry import Registry
+from gateway.registry.store import Registry
 from gateway.service import Gateway
 from gateway.services import create_influx_database, start_influxdb, start_mosquitto
 

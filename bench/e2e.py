@@ -30,10 +30,9 @@ from pathlib import Path
 import psutil
 
 from bench.loadgen import Device, make_devices, make_messages, publish, publish_packets
-from gateway import mqtt_wire as wire
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
-from gateway.registry import Registry
+from gateway.registry.store import Registry
 from gateway.services import (
     ManagedProcess,
     create_influx_database,
@@ -41,6 +40,7 @@ from gateway.services import (
     start_influxdb,
     start_mosquitto,
 )
+from gateway.sources.mqtt import wire
 
 HIERARCHY = {
     "code": "ST1", "level": "street", "name": "街道", "children": [

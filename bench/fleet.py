@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from bench.loadgen import Device
-from gateway.registry import CSV_COLUMNS
+from gateway.registry.store import CSV_COLUMNS
 
 #: Fan-out below the street: communities, grids per community, compounds per grid,
 #: buildings per compound (4 × 5 × 5 × 10 = 1000 buildings: 1000 devices each at 1M).

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from gateway import mqtt_wire as wire
+from gateway.sources.mqtt import wire
 
 #: Share of each kind in a community (smoke detectors dominate, as in the demo fixture).
 MIX = (("smoke", 0.70), ("bin", 0.12), ("manhole", 0.08), ("throw_camera", 0.10))

@@ -17,10 +17,10 @@ from typing import Any
 from gateway import services
 from gateway.core.config import Settings, load_settings
 from gateway.core.db import make_engine
-from gateway.deadletter import DeadLetterStore
-from gateway.device_ids import reserved_for
-from gateway.mqtt_large import is_truncated
-from gateway.registry import Registry, RegistryError
+from gateway.registry.device_ids import reserved_for
+from gateway.registry.store import Registry, RegistryError
+from gateway.sources.mqtt.large import is_truncated
+from gateway.storage.deadletter import DeadLetterStore
 
 log = logging.getLogger("gateway")
 

@@ -39,7 +39,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gateway.core.clock import after, require_utc
-from gateway.core.db import Base, Node, utcnow
+from gateway.core.db import Base, utcnow
+from gateway.registry.models import Node
 from gateway.routing import PathNode
 
 ALERT_STATES: tuple[str, ...] = ("pending", "firing", "resolved")

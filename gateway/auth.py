@@ -24,7 +24,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from gateway.api_models import ApiToken
-from gateway.core.db import Node
+from gateway.registry.models import Node
 
 Role = Literal["admin", "integrator", "manager", "grid_member", "read_only"]
 Action = Literal["read", "write"]

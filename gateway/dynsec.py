@@ -9,7 +9,7 @@ Facts checked against Debian's Mosquitto 2.0.11:
   right password and any other client id (or none) is refused "not authorized". Every
   device login is bound to its device id, so no device can connect as another client id —
   in particular not as the gateway's (``scc-…`` ids are no device's: see
-  :mod:`gateway.device_ids`) to take over its persistent session.
+  :mod:`gateway.registry.store.device_ids`) to take over its persistent session.
 - ``createClient`` refuses an existing user name; ``getClient``/``getRole`` return
   ``textname``/``textdescription``. What the gateway creates carries a mark in
   ``textdescription``; it replaces or deletes only clients and roles with its mark (or the
@@ -31,7 +31,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.device_ids import NO_CONFIGURED_NAMES, ReservedNames, device_id_problem
 from gateway.dynsec_client import CONTROL_TOPIC, RESPONSE_TOPIC, DynsecClient, DynsecError
 from gateway.dynsec_config import (
     ADMIN_ROLE,
@@ -40,6 +39,7 @@ from gateway.dynsec_config import (
     initial_config,
     write_initial_config,
 )
+from gateway.registry.device_ids import NO_CONFIGURED_NAMES, ReservedNames, device_id_problem
 
 __all__ = [  # re-exported: callers keep importing the plugin's pieces from here
     "ADMIN_ROLE",

@@ -33,9 +33,9 @@ from sqlalchemy import Engine, and_, case, distinct, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from gateway.alert_models import ACTIVE_ORDER_STATES, Alert, WorkOrder
-from gateway.core.db import LEVELS, Device, Node
 from gateway.core.lineproto import series_prefix
-from gateway.registry import Registry
+from gateway.registry.models import LEVELS, Device, Node
+from gateway.registry.store import Registry
 from gateway.routing import CATEGORY_ROLES
 from rules.model import SEVERITIES
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from gateway.pipeline import Accepted
+from gateway.ingest.pipeline import Accepted
 
 INTERNAL_ROOT = "scc/internal/v1"
 _SCALARS = (str, int, float, bool)

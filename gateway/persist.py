@@ -34,10 +34,10 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
 from gateway.core.supervise import SupervisedThread
-from gateway.deadletter import DeadLetterStore
-from gateway.pipeline import Rejected
+from gateway.ingest.pipeline import Rejected
 from gateway.rulestage import Outcome, RuleStage
-from gateway.spool import Spool
+from gateway.storage.deadletter import DeadLetterStore
+from gateway.storage.spool import Spool
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.core.supervise import SupervisedThread
-from gateway.influx import Drainer
 from gateway.persist import Persister
-from gateway.spool import Spool
+from gateway.storage.drainer import Drainer
+from gateway.storage.spool import Spool
 
 OK = "ok"
 

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.core.db import LEVELS, Device, Node, Staff
+from gateway.registry.models import LEVELS, Device, Node, Staff
 
 GRID_TEAM: tuple[str, ...] = ("grid_head", "grid_member")
 PROPERTY: tuple[str, ...] = ("property_manager",)

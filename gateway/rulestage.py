@@ -23,8 +23,8 @@ from gateway.alerts import AlertService
 from gateway.core.clock import Clock
 from gateway.core.db import json_dumps, json_loads, utcnow
 from gateway.core.lineproto import escape_string_field, series_prefix
-from gateway.pipeline import Accepted, device_tags
-from gateway.registry import DeviceInfo
+from gateway.ingest.pipeline import Accepted, device_tags
+from gateway.registry.store import DeviceInfo
 from gateway.routing import Router
 from gateway.workorders import WorkOrderService
 from rules import Engine as RuleEngine

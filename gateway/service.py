@@ -28,28 +28,29 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway import mqtt_wire
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
 from gateway.core.gctune import tune_for_service
 from gateway.core.metrics import Sample, influx_lines
 from gateway.core.supervise import SupervisedThread
-from gateway.deadletter import DeadLetterStore
 from gateway.fleetstats import fleet_lines
 from gateway.gateway_metrics import gateway_samples
-from gateway.influx import Drainer, LineWriter
-from gateway.mqtt_source import RECEIVE_STEP_NS, Batch, MqttSource, SourceOptions
+from gateway.ingest.pipeline import BatchResult, Pipeline, Rejected, registry_lookup
 from gateway.notify import Dispatcher
 from gateway.partition import owned_partitions
 from gateway.persist import Persister, PersistJob
-from gateway.pipeline import BatchResult, Pipeline, Rejected, registry_lookup
 from gateway.readiness import IngestParts, Report, check
-from gateway.receipts import Receipts
-from gateway.registry import DeviceInfo, Registry
+from gateway.registry.store import DeviceInfo, Registry
 from gateway.rulestage import RuleStage
-from gateway.spool import Spool, SpoolFullError
+from gateway.sources.mqtt import wire as mqtt_wire
+from gateway.sources.mqtt.receipts import Receipts
+from gateway.sources.mqtt.source import RECEIVE_STEP_NS, Batch, MqttSource, SourceOptions
 from gateway.sse import EventHub
+from gateway.storage.deadletter import DeadLetterStore
+from gateway.storage.drainer import Drainer
+from gateway.storage.influx import LineWriter
+from gateway.storage.spool import Spool, SpoolFullError
 from gateway.wiring import ensure_database, make_writer, notification_channels
 from gateway.workers import (
     DRAIN_TIMEOUT_S,

@@ -20,8 +20,8 @@ from devices import load_kind
 from gateway.api.app import create_app
 from gateway.api.context import DeviceStatus
 from gateway.core.metrics import label_text
-from gateway.device_ids import reserved_for
 from gateway.dynsec import DynsecProvisioner, Provisioner
+from gateway.registry.device_ids import reserved_for
 from gateway.services import ServiceError, influx_query
 
 if TYPE_CHECKING:

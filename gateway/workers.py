@@ -28,8 +28,7 @@ from sqlalchemy import Engine
 
 from gateway.core.clock import Clock
 from gateway.core.config import Settings
-from gateway.mqtt_source import Batch, MqttSource, SourceOptions
-from gateway.mqtt_wire import ConnectOptions
+from gateway.ingest.pipeline import Accepted
 from gateway.partition import (
     Forwarded,
     ForwardError,
@@ -39,9 +38,10 @@ from gateway.partition import (
     partition_topic,
 )
 from gateway.persist import Persister, PersistJob
-from gateway.pipeline import Accepted
-from gateway.registry import DeviceInfo
+from gateway.registry.store import DeviceInfo
 from gateway.rulestage import Event, Outcome, RuleStage
+from gateway.sources.mqtt.source import Batch, MqttSource, SourceOptions
+from gateway.sources.mqtt.wire import ConnectOptions
 from rules import Observation
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ from gateway.alert_models import (
     restart_deadlines,
 )
 from gateway.core.clock import Clock
-from gateway.core.db import Staff
+from gateway.registry.models import Staff
 from gateway.routing import Route, Router, path_string
 
 log = logging.getLogger(__name__)

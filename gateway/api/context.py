@@ -13,8 +13,8 @@ from sqlalchemy import Engine
 
 from gateway.alerts import AlertService
 from gateway.core.config import Settings
-from gateway.device_ids import ReservedNames, reserved_for
 from gateway.dynsec import Provisioner
+from gateway.registry.device_ids import ReservedNames, reserved_for
 from gateway.rulestage import RuleStage
 from gateway.sse import EventHub
 from gateway.workorders import WorkOrderService

@@ -26,9 +26,9 @@ from gateway.api.schemas import (
     MqttCredentials,
 )
 from gateway.auth import NodeIndex, NotInScopeError, Principal
-from gateway.core.db import Device
-from gateway.device_ids import device_id_problem
 from gateway.dynsec import Credentials, DynsecError, Provisioner
+from gateway.registry.device_ids import device_id_problem
+from gateway.registry.models import Device
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from gateway.api.device_ops import existing_ids
 from gateway.api.errors import TooLargeError, UnprocessableError, UnsupportedMediaError
 from gateway.api.schemas import DeviceCreate, RowError
 from gateway.auth import Principal
-from gateway.device_ids import NO_CONFIGURED_NAMES, ReservedNames, device_id_problem
-from gateway.registry import CSV_COLUMNS
+from gateway.registry.device_ids import NO_CONFIGURED_NAMES, ReservedNames, device_id_problem
+from gateway.registry.store import CSV_COLUMNS
 
 MAX_IMPORT_BYTES = 8 * 1024 * 1024
 MAX_IMPORT_ROWS = 10_000

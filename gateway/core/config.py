@@ -107,7 +107,7 @@ class Settings(BaseModel):
 
     spool_max_bytes: int = Field(1 << 30, ge=1 << 20)
     #: Bound of the dead-letter store; above it the oldest letters of the biggest reason go
-    #: first, each counted (gateway/deadletter.py).
+    #: first, each counted (gateway/storage/deadletter.py).
     dead_letter_max_bytes: int = Field(256 << 20, ge=1 << 20)
     spool_fsync: bool = True
     #: SIGTERM/SIGINT: the gateway returns within this, whatever the spool's state (what
@@ -157,7 +157,8 @@ class Settings(BaseModel):
 
     @property
     def receipts_path(self) -> Path:
-        """Receive times of the QoS 1 messages of the last batches (gateway.receipts)."""
+        """Receive times of the QoS 1 messages of the last batches
+        (gateway.sources.mqtt.receipts)."""
         return self.state_dir / "mqtt" / f"{self.spool_dir.name}.receipts"
 
     @property

@@ -35,7 +35,8 @@ from gateway.api.context import DeviceStatus
 from gateway.auth import issue_token
 from gateway.core.clock import ManualClock
 from gateway.core.config import Settings
-from gateway.core.db import Node, Staff, make_engine
+from gateway.core.db import make_engine
+from gateway.registry.models import Node, Staff
 from gateway.routing import Router
 from gateway.sse import EventHub
 from gateway.web import mount_web

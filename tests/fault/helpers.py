@@ -36,11 +36,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
 from bench.loadgen import publish, publish_packets
-from gateway.core.db import DeadLetter, make_engine
-from gateway.deadletter import DeadLetterStore
-from gateway.registry import Registry
+from gateway.core.db import make_engine
+from gateway.registry.store import Registry
 from gateway.services import ServiceError, influx_query
-from gateway.spool_files import load_cursor
+from gateway.storage.deadletter import DeadLetter, DeadLetterStore
+from gateway.storage.spool_files import load_cursor
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -22,10 +22,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway import mqtt_wire as wire
 from gateway.core.db import make_engine
-from gateway.deadletter import DeadLetterStore
 from gateway.services import ManagedProcess
+from gateway.sources.mqtt import wire
+from gateway.storage.deadletter import DeadLetterStore
 from tests.conftest import ServerFactory
 
 from .helpers import GatewayProcess, RssSampler, prepare_registry, show, stored_count, wait_until

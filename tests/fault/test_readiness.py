@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from gateway.core.config import Settings
-from gateway.influx import LineWriter
 from gateway.service import Gateway
 from gateway.services import create_influx_database, free_port
+from gateway.storage.influx import LineWriter
 from gateway.wiring import make_writer
 from tests.conftest import ServerFactory
 from tests.integration.gwtools import publish_all, running

@@ -3,10 +3,10 @@
 Such a reading is stored at its receive time. When the gateway is SIGKILLed after a batch is
 spooled but before the broker has its PUBACKs, the broker resends those messages (DUP, same
 packet ids); with a new receive time each would be a second point. The gateway notes every
-batch's receive time before spooling it (gateway.receipts) and gives a resent message its
-first one again. A numbered stream without ``ts`` (each ``seq`` once per device) is published
-while the gateway is SIGKILLed again and again; afterwards every acknowledged ``seq`` must be
-stored exactly once.
+batch's receive time before spooling it (gateway.sources.mqtt.receipts) and gives a resent
+message its first one again. A numbered stream without ``ts`` (each ``seq`` once per device) is
+published while the gateway is SIGKILLed again and again; afterwards every acknowledged ``seq``
+must be stored exactly once.
 """
 
 from __future__ import annotations

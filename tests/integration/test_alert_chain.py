@@ -24,7 +24,7 @@ from gateway.core.clock import ManualClock
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
 from gateway.notify import verify_signature
-from gateway.registry import Registry
+from gateway.registry.store import Registry
 from gateway.service import Gateway
 from gateway.services import ManagedProcess, free_port
 from gateway.workorders import WorkOrderError

@@ -19,7 +19,8 @@ from gateway.alerts import AlertService, Transition
 from gateway.api import create_app
 from gateway.core.clock import ManualClock
 from gateway.core.config import Settings
-from gateway.core.db import Node, Staff, make_engine
+from gateway.core.db import make_engine
+from gateway.registry.models import Node, Staff
 from gateway.routing import Router
 from gateway.rulestage import RuleStage, rule_infos
 from gateway.sse import EventHub

@@ -29,7 +29,7 @@ from gateway.api import create_app
 from gateway.auth import issue_token, revoke_token
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
-from gateway.registry import Registry
+from gateway.registry.store import Registry
 
 with warnings.catch_warnings():
     # Starlette 1.x wants httpx2 for its TestClient and warns (an error under our pytest

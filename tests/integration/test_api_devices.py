@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session
 
 from devices import KINDS
 from gateway.api.context import DeviceStatus
-from gateway.core.db import DeadLetter
 from gateway.dynsec import Credentials, DynsecError, device_topics
+from gateway.storage.deadletter import DeadLetter
 from tests.integration.test_api_common import ApiEnv, env, make_env
 
 __all__ = ["env"]  # the fixture, imported for the tests below

@@ -22,7 +22,7 @@ from gateway.auth import issue_token
 from gateway.core.clock import SystemClock
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
-from gateway.registry import Registry
+from gateway.registry.store import Registry
 from gateway.rulestage import RuleStage
 
 pytestmark = pytest.mark.integration

@@ -25,7 +25,8 @@ from gateway.api import create_app
 from gateway.api_models import ApiToken
 from gateway.auth import issue_token, revoke_token
 from gateway.core.config import Settings
-from gateway.core.db import Node, make_engine
+from gateway.core.db import make_engine
+from gateway.registry.models import Node
 from gateway.services import free_port
 from gateway.sse import EventHub
 from tests.integration.test_api_common import community_db

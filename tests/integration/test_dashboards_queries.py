@@ -26,10 +26,10 @@ import yaml
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
 from gateway.fleetstats import fleet_lines
-from gateway.influx import V1Target, V1Writer
-from gateway.registry import Registry
+from gateway.registry.store import Registry
 from gateway.service import Gateway
 from gateway.services import ManagedProcess
+from gateway.storage.influx import V1Target, V1Writer
 from grafana.build import DASHBOARDS
 from simulators.community import load_devices
 from simulators.fleet import Incident, plan

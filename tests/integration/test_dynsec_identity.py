@@ -16,14 +16,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.core.db import Device, Node
 from gateway.dynsec import (
     DynsecProvisioner,
     LoginConflictError,
     ReservedLoginError,
     device_acls,
 )
-from gateway.registry import Registry
+from gateway.registry.models import Device, Node
+from gateway.registry.store import Registry
 from gateway.services import LOOPBACK
 from tests.integration.test_dynsec import Peer, Setup, _admin, connect, gateway_sub, setup
 

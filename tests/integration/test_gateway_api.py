@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from gateway.auth import issue_token
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
-from gateway.registry import Registry
+from gateway.registry.store import Registry
 from gateway.service import Gateway
 from gateway.services import ManagedProcess, free_port
 

@@ -23,11 +23,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway import mqtt_wire as wire
 from gateway.core.config import Settings
-from gateway.mqtt_source import MqttSource, SourceOptions
 from gateway.service import Gateway
 from gateway.services import ManagedProcess, start_mosquitto
+from gateway.sources.mqtt import wire
+from gateway.sources.mqtt.source import MqttSource, SourceOptions
 from tests.conftest import ServerFactory
 from tests.fault.helpers import NumberedPublisher, account, prepare_registry, show, stored_seqs
 

@@ -19,14 +19,14 @@ from typing import Any
 
 import pytest
 
-from gateway import mqtt_wire as wire
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
-from gateway.mqtt_source import MqttSource, PublishRefusedError, SourceOptions
 from gateway.partition import owned_partitions, partition_of
-from gateway.registry import Registry
+from gateway.registry.store import Registry
 from gateway.service import Gateway
 from gateway.services import ManagedProcess
+from gateway.sources.mqtt import wire
+from gateway.sources.mqtt.source import MqttSource, PublishRefusedError, SourceOptions
 
 from .gwtools import influx_query, publish_all, running, wait_for
 

@@ -6,7 +6,7 @@ import errno
 import os
 from pathlib import Path
 
-from gateway.spool_files import FileOps
+from gateway.storage.spool_files import FileOps
 
 
 class FaultyOps(FileOps):

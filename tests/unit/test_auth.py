@@ -26,7 +26,8 @@ from gateway.auth import (
     parse_token,
     revoke_token,
 )
-from gateway.core.db import Node, make_engine
+from gateway.core.db import make_engine
+from gateway.registry.models import Node
 
 #   ST ─┬─ A ─┬─ A1 ── A1x
 #       │     └─ A2

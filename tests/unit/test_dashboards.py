@@ -27,7 +27,7 @@ from gateway.core.clock import ManualClock
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
 from gateway.fleetstats import fleet_lines
-from gateway.registry import Registry
+from gateway.registry.store import Registry
 from grafana import DATASOURCE_UID
 from grafana.build import DASHBOARD_DIR, DASHBOARDS, generate, stale, write
 from grafana.model import GRID_COLUMNS

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from gateway.core.db import make_engine
-from gateway.deadletter import DeadLetterStore
-from gateway.pipeline import Rejected
+from gateway.ingest.pipeline import Rejected
+from gateway.storage.deadletter import DeadLetterStore
 
 MIB = 1 << 20
 

@@ -503,9 +503,9 @@ def test_a_key_given_twice_is_a_dead_letter_on_every_path(
 ) -> None:
     # Through the pipeline (the fast path for kinds without derived readings, the regular
     # path for the others), with the same value again and with another one.
-    from gateway.mqtt_source import Batch
-    from gateway.pipeline import Pipeline
-    from gateway.registry import DeviceInfo
+    from gateway.ingest.pipeline import Pipeline
+    from gateway.registry.store import DeviceInfo
+    from gateway.sources.batch import Batch
 
     kind = load_kind(kind_name)
     doc = orjson.loads(path.read_bytes())

@@ -9,7 +9,6 @@ import yaml
 
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
-from gateway.device_ids import ReservedNames, device_id_problem, reserved_for
 from gateway.dynsec import (
     DEVICE_MARK,
     device_acls,
@@ -17,7 +16,8 @@ from gateway.dynsec import (
     device_role,
     device_role_is_ours,
 )
-from gateway.registry import Registry, RegistryError
+from gateway.registry.device_ids import ReservedNames, device_id_problem, reserved_for
+from gateway.registry.store import Registry, RegistryError
 
 COMMUNITY = Path(__file__).resolve().parents[2] / "fixtures" / "demo_community"
 

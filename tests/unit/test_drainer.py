@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.influx import Drainer, WriteError, classify
-from gateway.spool import Spool
+from gateway.storage.drainer import Drainer
+from gateway.storage.influx import WriteError, classify
+from gateway.storage.spool import Spool
 
 
 class FakeWriter:

@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 from gateway.core.supervise import SupervisedThread
-from gateway.influx import Drainer, WriteError
-from gateway.spool import Spool
+from gateway.storage.drainer import Drainer
+from gateway.storage.influx import WriteError
+from gateway.storage.spool import Spool
 
 from .faulty_files import FaultyOps
 

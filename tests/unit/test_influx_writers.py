@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gateway.influx import V1Target, V1Writer, V2Target, V2Writer, WriteError
+from gateway.storage.influx import V1Target, V1Writer, V2Target, V2Writer, WriteError
 
 
 class Recorder(BaseHTTPRequestHandler):

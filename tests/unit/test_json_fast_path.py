@@ -16,9 +16,9 @@ import pytest
 
 from devices import KINDS, load_kind
 from devices.base import JSON_CODEC, DecodeError
-from gateway.mqtt_source import Batch
-from gateway.pipeline import Pipeline
-from gateway.registry import DeviceInfo
+from gateway.ingest.pipeline import Pipeline
+from gateway.registry.store import DeviceInfo
+from gateway.sources.batch import Batch
 
 TOPIC = b"scc/v1/dev-1/telemetry"
 

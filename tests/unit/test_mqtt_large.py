@@ -1,4 +1,5 @@
-"""PUBLISH packets too long to buffer: streamed, hashed, only a prefix kept (gateway.mqtt_large)."""
+"""PUBLISH packets too long to buffer: streamed, hashed, only a prefix kept
+(gateway.sources.mqtt.large)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,15 @@ import struct
 
 import pytest
 
-from gateway import mqtt_wire as wire
-from gateway.mqtt_large import (
+from gateway.sources.mqtt import wire
+from gateway.sources.mqtt.large import (
     PREFIX_BYTES,
     LargeMessage,
     LargeReader,
     is_truncated,
     stream_threshold,
 )
-from gateway.mqtt_protocol import Connection
+from gateway.sources.mqtt.protocol import Connection
 
 MAX_PAYLOAD = 65_536
 

@@ -6,9 +6,9 @@ import asyncio
 import random
 import struct
 
-from gateway import mqtt_wire as wire
-from gateway.mqtt_large import LargeMessage
-from gateway.mqtt_protocol import Connection
+from gateway.sources.mqtt import wire
+from gateway.sources.mqtt.large import LargeMessage
+from gateway.sources.mqtt.protocol import Connection
 
 
 class _Sink:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.mqtt_session import MqttSession, SourceOptions
+from gateway.sources.mqtt.session import MqttSession, SourceOptions
 
 
 class _Buggy(MqttSession):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.mqtt_source import MqttSource, SourceOptions
+from gateway.sources.mqtt.source import MqttSource, SourceOptions
 
 
 def _run(options: SourceOptions, topics: list[bytes]) -> tuple[list[int], float]:

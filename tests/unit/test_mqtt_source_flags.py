@@ -7,10 +7,10 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway import mqtt_wire as wire
-from gateway.mqtt_protocol import Connection
-from gateway.mqtt_source import RECEIVE_STEP_NS, Batch, MqttSource, SourceOptions
-from gateway.receipts import Receipts
+from gateway.sources.mqtt import wire
+from gateway.sources.mqtt.protocol import Connection
+from gateway.sources.mqtt.receipts import Receipts
+from gateway.sources.mqtt.source import RECEIVE_STEP_NS, Batch, MqttSource, SourceOptions
 
 TOPIC = b"scc/v1/smoke-1/telemetry"
 

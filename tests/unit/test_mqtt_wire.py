@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import mqtt_wire as wire
+from gateway.sources.mqtt import wire
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import pytest
 
 from devices.base import Reading
 from devices.throw_camera.model import ThrowCameraReading
+from gateway.ingest.pipeline import Accepted
 from gateway.partition import (
     Forwarded,
     ForwardError,
@@ -18,8 +19,7 @@ from gateway.partition import (
     partition_of,
     partition_topic,
 )
-from gateway.pipeline import Accepted
-from gateway.registry import DeviceInfo
+from gateway.registry.store import DeviceInfo
 
 CAM = DeviceInfo("cam-1", "throw_camera", "HK", "json", {}, (("street", "ST1"),))
 SMOKE = DeviceInfo("smoke-1", "smoke", "JTY", "json", {})

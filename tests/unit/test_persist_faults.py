@@ -14,11 +14,11 @@ from typing import cast
 import pytest
 
 from gateway.core.db import make_engine
-from gateway.deadletter import DeadLetterStore
+from gateway.ingest.pipeline import Rejected
 from gateway.persist import Persister, PersistJob
-from gateway.pipeline import Rejected
 from gateway.rulestage import RuleStage
-from gateway.spool import Spool
+from gateway.storage.deadletter import DeadLetterStore
+from gateway.storage.spool import Spool
 
 from .faulty_files import FaultyOps
 

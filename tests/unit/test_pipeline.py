@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.mqtt_source import Batch
-from gateway.pipeline import Pipeline, parse_status
-from gateway.registry import DeviceInfo
+from gateway.ingest.pipeline import Pipeline, parse_status
+from gateway.registry.store import DeviceInfo
+from gateway.sources.batch import Batch
 
 PATH = (
     ("street", "ST1"),

@@ -17,9 +17,9 @@ import orjson
 import pytest
 
 from devices import KINDS, load_kind
-from gateway.mqtt_source import Batch
-from gateway.pipeline import BatchResult, Pipeline
-from gateway.registry import DeviceInfo
+from gateway.ingest.pipeline import BatchResult, Pipeline
+from gateway.registry.store import DeviceInfo
+from gateway.sources.batch import Batch
 from rules import Observation, load_rules
 from rules.engine import Engine
 

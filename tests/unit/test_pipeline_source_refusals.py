@@ -3,9 +3,9 @@ and a redelivered message without a device ``ts`` keeps its first receive time."
 
 from __future__ import annotations
 
-from gateway.mqtt_source import RECEIVE_STEP_NS, Batch, Refused
-from gateway.pipeline import Pipeline
-from gateway.registry import DeviceInfo
+from gateway.ingest.pipeline import Pipeline
+from gateway.registry.store import DeviceInfo
+from gateway.sources.batch import RECEIVE_STEP_NS, Batch, Refused
 
 PATH = (("street", "ST1"), ("community", "SQ1"), ("grid", "G1"), ("compound", "C1"))
 DEVICES = {

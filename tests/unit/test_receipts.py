@@ -1,4 +1,5 @@
-"""Receive times kept for redeliveries (gateway.receipts): in memory, on disk, bounded."""
+"""Receive times kept for redeliveries (gateway.sources.mqtt.receipts): in memory, on disk,
+bounded."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.receipts import Receipts
+from gateway.sources.mqtt.receipts import Receipts
 
 STEP = 1000
 T0 = 1_764_000_000_000_000_000

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from gateway.core.db import make_engine
-from gateway.registry import Registry, RegistryError
+from gateway.registry.store import Registry, RegistryError
 
 COMMUNITY = Path(__file__).resolve().parents[2] / "fixtures" / "demo_community"
 HEADER = "device_id,kind,model,codec,node,location,params,installed_at\n"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from gateway.core.clock import ManualClock
 from gateway.core.db import make_engine
-from gateway.pipeline import Accepted
-from gateway.registry import DeviceInfo
+from gateway.ingest.pipeline import Accepted
+from gateway.registry.store import DeviceInfo
 from gateway.rulestage import RuleStage
 
 #: A smoke offline rule with a 2 s absence (shared with test_workers).

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.spool import Spool, SpoolFullError
+from gateway.storage.spool import Spool, SpoolFullError
 
 
 def drain(spool: Spool) -> list[bytes]:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.spool import Spool, SpoolWriteError
-from gateway.spool_files import HEADER, FileOps, load_cursor
+from gateway.storage.spool import Spool, SpoolWriteError
+from gateway.storage.spool_files import HEADER, FileOps, load_cursor
 
 from .faulty_files import FaultyOps
 

@@ -17,9 +17,9 @@ from devices.base import TOPIC_KINDS, FieldSpec
 from devices.bin.codec import EM310_UDL
 from devices.manhole.codec import EM310_TILT
 from devices.milesight import DEVICE_INFO_RECORDS
-from gateway.mqtt_source import Batch
-from gateway.pipeline import BatchResult, Pipeline
-from gateway.registry import DeviceInfo
+from gateway.ingest.pipeline import BatchResult, Pipeline
+from gateway.registry.store import DeviceInfo
+from gateway.sources.batch import Batch
 
 FUZZ = settings(max_examples=300, deadline=None)
 NOW = 1_700_000_000_000_000_000

@@ -14,7 +14,7 @@ from gateway.core.clock import ManualClock
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
 from gateway.partition import Forwarded, owned_partitions, partition_of
-from gateway.registry import DeviceInfo
+from gateway.registry.store import DeviceInfo
 from gateway.workers import PartitionedRuleStage, all_of
 from tests.unit.test_rulestage_restart import OFFLINE_FAST
 

@@ -17,8 +17,9 @@ import gateway.alert_models  # noqa: F401  (registers the alert tables before ma
 from gateway.alert_models import STEPS, RuleInfo, WorkOrder, WorkOrderEvent
 from gateway.alerts import AlertService, Transition
 from gateway.core.clock import ManualClock
-from gateway.core.db import Staff, make_engine
-from gateway.registry import Registry
+from gateway.core.db import make_engine
+from gateway.registry.models import Staff
+from gateway.registry.store import Registry
 from gateway.routing import Router
 from gateway.workorders import Action, WorkOrderError, WorkOrderService
 

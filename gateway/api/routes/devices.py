@@ -31,7 +31,7 @@ from gateway.api.schemas import (
     ReadingsPublic,
 )
 from gateway.auth import Principal
-from gateway.core.db import DeadLetter
+from gateway.storage.deadletter import DeadLetter
 
 logger = logging.getLogger(__name__)
 

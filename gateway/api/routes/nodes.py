@@ -21,7 +21,7 @@ from gateway.api.schemas import (
     StaffUpdate,
 )
 from gateway.auth import ForbiddenError, NodeIndex, NodeRow, NotInScopeError, Principal
-from gateway.core.db import Node, Staff
+from gateway.registry.models import Node, Staff
 from gateway.routing import grant_problem
 
 router = APIRouter(

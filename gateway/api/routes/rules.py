@@ -45,7 +45,7 @@ from gateway.api.schemas_rules import (
     validated_rule,
 )
 from gateway.auth import ForbiddenError, NodeIndex, NotInScopeError, Principal
-from gateway.core.db import LEVELS, Device
+from gateway.registry.models import LEVELS, Device
 from rules import Engine as RuleEngine
 from rules import Observation, Rule, RuleSet, Transition
 from rules.runtime import NS

@@ -33,7 +33,7 @@ from gateway.api.schemas_ops import (
     WorkOrderTransition,
 )
 from gateway.auth import NotInScopeError, Principal
-from gateway.core.db import Staff
+from gateway.registry.models import Staff
 from gateway.workorders import WorkOrderError, WorkOrderService
 
 router = APIRouter(

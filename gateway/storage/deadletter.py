@@ -16,13 +16,44 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from gateway.core.db import DeadLetter
-from gateway.pipeline import Rejected
+from gateway.core.db import Base
+from gateway.ingest.pipeline import Rejected
 
 log = logging.getLogger(__name__)
+
+
+class DeadLetter(Base):
+    """A rejected message with its raw bytes, kept for inspection and replay."""
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (Index("ix_dead_letters_reason_time", "reason", "received_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    topic: Mapped[str] = mapped_column(String(512))
+    device_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    replayed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
 
 #: What a row costs beyond its text and bytes (ids, times, index entries), roughly.
 ROW_OVERHEAD = 96

@@ -22,8 +22,9 @@ from sqlalchemy import Engine, Text, func, insert, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from devices import KINDS, load_kind
-from gateway.core.db import LEVELS, Device, Node, Staff, utcnow
-from gateway.device_ids import NO_CONFIGURED_NAMES, ReservedNames, device_id_problem
+from gateway.core.db import utcnow
+from gateway.registry.device_ids import NO_CONFIGURED_NAMES, ReservedNames, device_id_problem
+from gateway.registry.models import LEVELS, Device, Node, Staff
 
 NODE_CODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")  # use with fullmatch
 CSV_COLUMNS = ("device_id", "kind", "model", "codec", "node", "location", "params", "installed_at")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from gateway import mqtt_wire as wire
+from gateway.sources.mqtt import wire
 
 #: How much of an oversized payload is kept in its dead letter (enough to see what it was).
 PREFIX_BYTES = 4096

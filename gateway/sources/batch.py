@@ -11,7 +11,7 @@ again would store a point again (at a new receive time if it has no ``ts``) and 
 an alert resolved long ago. So it is refused, kept as a dead letter ``retained`` (counted,
 listed, and fed in by ``deadletter replay`` if it was in fact new).
 
-Oversized messages (gateway.mqtt_large) are refused the same way, as ``oversized``.
+Oversized messages (gateway.sources.mqtt.large) are refused the same way, as ``oversized``.
 """
 
 from __future__ import annotations

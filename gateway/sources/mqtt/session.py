@@ -1,6 +1,7 @@
 """Keeping one MQTT connection up: connect, subscribe, keep alive, reconnect with backoff.
 
-The base of the MQTT source (gateway.mqtt_source), which adds what is done with the messages.
+The base of the MQTT source (gateway.sources.mqtt.source), which adds what is done with the
+messages.
 A connection that got as far as its subscription resets the backoff, whatever ended it, and
 one that lasted a while is tried again at once (a takeover of our client id by another client
 then costs a moment). CONNACK and SUBACK are awaited together with the end of the connection, so
@@ -17,8 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from gateway import mqtt_wire as wire
-from gateway.mqtt_protocol import Connection
+from gateway.sources.mqtt import wire
+from gateway.sources.mqtt.protocol import Connection
 
 log = logging.getLogger(__name__)
 

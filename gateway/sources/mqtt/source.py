@@ -4,19 +4,20 @@ Why our own receive path rather than a client library: the gateway acknowledges 
 message only after it has been spooled (at-least-once end to end). paho-mqtt tops out near
 50k msg/s here, aiomqtt near 25k; gmqtt is fast but only defers a PUBACK by running one
 coroutine per message. A receive-only MQTT 5 client is small: it parses PUBLISH packets
-straight into batches (gateway.mqtt_protocol), and acknowledges a whole batch with one
+straight into batches (gateway.sources.mqtt.protocol), and acknowledges a whole batch with one
 socket write.
 
 Memory: the broker's in-flight window is our MQTT 5 Receive Maximum, which bounds the number
 of unacknowledged messages, and ``max_buffered_bytes`` bounds their bytes: reading the socket
 pauses while the messages handed out and not yet acknowledged hold more. A PUBLISH too long
-to be an acceptable message is never buffered whole (gateway.mqtt_large), and we advertise no
-Maximum Packet Size, so the broker drops nothing it accepted for us.
+to be an acceptable message is never buffered whole (gateway.sources.mqtt.large), and we
+advertise no Maximum Packet Size, so the broker drops nothing it accepted for us.
 
 A delivery with RETAIN set comes from the broker's retained store and is refused as a dead
-letter ``retained`` (gateway.mqtt_batch says why); one with DUP set is a resend, and gets the
-receive time noted for it the first time, if any (gateway.receipts). Workers that forward
-readings to rule partitions also publish on the same connection (gateway.mqtt_publish).
+letter ``retained`` (gateway.sources.batch says why); one with DUP set is a resend, and gets the
+receive time noted for it the first time, if any (gateway.sources.mqtt.receipts). Workers that
+forward readings to rule partitions also publish on the same connection
+(gateway.sources.mqtt.publish).
 """
 
 from __future__ import annotations
@@ -28,13 +29,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from gateway import mqtt_wire as wire
-from gateway.mqtt_batch import RECEIVE_STEP_NS, RETAINED_DETAIL, Batch, Refused, ack_order
-from gateway.mqtt_large import LargeMessage, stream_threshold
-from gateway.mqtt_protocol import Connection
-from gateway.mqtt_publish import NO_MATCHING_SUBSCRIBERS, Outbox, PublishRefusedError
-from gateway.mqtt_session import MqttSession, SourceOptions
-from gateway.receipts import Receipts
+from gateway.sources.batch import RECEIVE_STEP_NS, RETAINED_DETAIL, Batch, Refused, ack_order
+from gateway.sources.mqtt import wire
+from gateway.sources.mqtt.large import LargeMessage, stream_threshold
+from gateway.sources.mqtt.protocol import Connection
+from gateway.sources.mqtt.publish import NO_MATCHING_SUBSCRIBERS, Outbox, PublishRefusedError
+from gateway.sources.mqtt.receipts import Receipts
+from gateway.sources.mqtt.session import MqttSession, SourceOptions
 
 __all__ = [
     "NO_MATCHING_SUBSCRIBERS",
@@ -127,7 +128,7 @@ class MqttSource(MqttSession):
         self._on_publish(topic, payload, mid)
 
     def _on_large(self, message: LargeMessage) -> None:
-        """A PUBLISH that was streamed rather than buffered (gateway.mqtt_large)."""
+        """A PUBLISH that was streamed rather than buffered (gateway.sources.mqtt.large)."""
         self._count_bytes(len(message.topic) + len(message.payload))
         if not message.oversized:
             self._on_flagged(message.first, message.topic, message.payload, message.mid)
@@ -247,7 +248,7 @@ class MqttSource(MqttSession):
         if self._reading_paused != self._paused:
             self._apply_pause()
 
-    # -- connection hooks (gateway.mqtt_session) ----------------------------------------
+    # -- connection hooks (gateway.sources.mqtt.session) ----------------------------------------
     def _connection(self) -> Connection:
         return Connection(self)
 

@@ -6,11 +6,11 @@ import logging
 import time
 from typing import Protocol
 
-log = logging.getLogger("gateway.pipeline")  # the name operators know these lines by
+log = logging.getLogger("gateway.ingest.pipeline")  # the name operators know these lines by
 
 
 class RejectedLike(Protocol):
-    """What a log line needs of a rejection (``gateway.pipeline.Rejected``)."""
+    """What a log line needs of a rejection (``gateway.ingest.pipeline.Rejected``)."""
 
     @property
     def topic(self) -> str: ...

@@ -14,7 +14,7 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 
-from gateway import mqtt_wire as wire
+from gateway.sources.mqtt import wire
 
 log = logging.getLogger(__name__)
 

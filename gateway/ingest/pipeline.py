@@ -28,10 +28,10 @@ from devices.base import (
     reject_duplicate_keys,
 )
 from gateway.core.lineproto import FieldWriter, escape_string_field, series_prefix
-from gateway.limits import DeviceLimits
-from gateway.mqtt_source import RECEIVE_STEP_NS, Batch
-from gateway.registry import DeviceInfo
-from gateway.rejectlog import RateLimitedLog
+from gateway.ingest.limits import DeviceLimits
+from gateway.ingest.rejectlog import RateLimitedLog
+from gateway.registry.store import DeviceInfo
+from gateway.sources.batch import RECEIVE_STEP_NS, Batch
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class Pipeline:
         device_backlog_s: float = 86400.0,
     ) -> None:
         self._lookup = lookup
-        # The device-time window and the per-device rate limit (gateway.limits): a flooding
+        # The device-time window and the per-device rate limit (gateway.ingest.limits): a flooding
         # device is throttled (its excess kept as rate_limited dead letters), so it cannot
         # crowd out the others; an outage backlog with the devices' own ts is kept.
         self.limits = DeviceLimits(
@@ -253,7 +253,7 @@ class Pipeline:
     def process(self, batch: Batch) -> BatchResult:  # noqa: PLR0912, PLR0915 - see above
         """Handle every message of the batch; never raises for bad input.
 
-        Device times outside the window and the rate limit: see ``gateway.limits``.
+        Device times outside the window and the rate limit: see ``gateway.ingest.limits``.
         """
         result = BatchResult()
         recv = batch.received_ns

@@ -1,6 +1,6 @@
 """The spool's file layer: system calls, record scanning, the cursor file, quarantine.
 
-Kept apart from :mod:`gateway.spool` so the FIFO logic reads plainly and so tests can pass a
+Kept apart from :mod:`gateway.storage.spool` so the FIFO logic reads plainly and so tests can pass a
 :class:`FileOps` that injects faults (short writes, ENOSPC, EIO on fsync) into every path.
 
 Records are ``[u32 length][u32 crc32][data]`` with ``length > 0`` (an empty record is never

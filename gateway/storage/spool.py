@@ -6,7 +6,7 @@ So an acknowledgement always means "stored or spooled", InfluxDB outages only ma
 grow, and a restart replays whatever the cursor had not passed.
 
 Layout: ``seg-<n>.spool`` files of records ``[u32 length][u32 crc32][data]`` and a
-``cursor`` file of two fixed slots rewritten in place (:mod:`gateway.spool_files`).
+``cursor`` file of two fixed slots rewritten in place (:mod:`gateway.storage.spool_files`).
 
 Faults: an append is all or nothing. Every write's length and error is checked; on a short
 write, ENOSPC, EIO or a failed fsync the segment is cut back to its last good size and the
@@ -34,7 +34,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.spool_files import (
+from gateway.storage.spool_files import (
     HEADER,
     CursorFile,
     FileOps,

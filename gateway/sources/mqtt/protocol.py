@@ -2,7 +2,7 @@
 
 PUBLISH packets are parsed straight from the read buffer (the hot path: a message costs a few
 slices and one call); one too long to be an acceptable message is streamed instead of
-buffered (gateway.mqtt_large); control packets go to futures and callbacks of the source.
+buffered (gateway.sources.mqtt.large); control packets go to futures and callbacks of the source.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import logging
 import time
 from typing import Protocol
 
-from gateway import mqtt_wire as wire
-from gateway.mqtt_large import LargeMessage, LargeReader
+from gateway.sources.mqtt import wire
+from gateway.sources.mqtt.large import LargeMessage, LargeReader
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class Receiver(Protocol):
     """What a connection hands its packets to (the MQTT source)."""
 
-    stream_above: int  # a PUBLISH longer than this is streamed (gateway.mqtt_large)
+    stream_above: int  # a PUBLISH longer than this is streamed (gateway.sources.mqtt.large)
     max_payload: int
 
     def _on_publish(self, topic: bytes, payload: bytes, mid: int) -> None: ...

@@ -98,7 +98,7 @@ class ConnectOptions:
     #: None: no Maximum Packet Size property, so the broker's own limit is the only one and
     #: nothing it accepted for us is dropped on the way (a limit of ours below the broker's
     #: makes it discard bigger messages silently, MQTT 5 3.1.2.11.4). Big packets cost the
-    #: source no memory: it streams them (gateway.mqtt_large).
+    #: source no memory: it streams them (gateway.sources.mqtt.large).
     maximum_packet_size: int | None = None
     username: str | None = None
     password: str | None = None
