@@ -32,11 +32,12 @@ from typing import Any
 from sqlalchemy import Engine, and_, case, distinct, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from gateway.alert_models import ACTIVE_ORDER_STATES, Alert, WorkOrder
+from gateway.alerting.models import Alert
 from gateway.core.lineproto import series_prefix
 from gateway.registry.models import LEVELS, Device, Node
 from gateway.registry.store import Registry
-from gateway.routing import CATEGORY_ROLES
+from gateway.workorders.models import ACTIVE_ORDER_STATES, WorkOrder
+from gateway.workorders.routing import CATEGORY_ROLES
 from rules.model import SEVERITIES
 
 __all__ = ["OFFLINE_RULE_SUFFIX", "PLACE_LEVELS", "fleet_lines"]

@@ -33,9 +33,9 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
+from gateway.alerting.rulestage import Outcome, RuleStage
 from gateway.core.supervise import SupervisedThread
 from gateway.ingest.pipeline import Rejected
-from gateway.rulestage import Outcome, RuleStage
 from gateway.storage.deadletter import DeadLetterStore
 from gateway.storage.spool import Spool
 

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.alerting.rulestage import RuleStage
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
@@ -37,16 +38,15 @@ from gateway.core.supervise import SupervisedThread
 from gateway.fleetstats import fleet_lines
 from gateway.gateway_metrics import gateway_samples
 from gateway.ingest.pipeline import BatchResult, Pipeline, Rejected, registry_lookup
-from gateway.notify import Dispatcher
+from gateway.notify.dispatch import Dispatcher
+from gateway.notify.live import EventHub
 from gateway.partition import owned_partitions
 from gateway.persist import Persister, PersistJob
 from gateway.readiness import IngestParts, Report, check
 from gateway.registry.store import DeviceInfo, Registry
-from gateway.rulestage import RuleStage
 from gateway.sources.mqtt import wire as mqtt_wire
 from gateway.sources.mqtt.receipts import Receipts
 from gateway.sources.mqtt.source import RECEIVE_STEP_NS, Batch, MqttSource, SourceOptions
-from gateway.sse import EventHub
 from gateway.storage.deadletter import DeadLetterStore
 from gateway.storage.drainer import Drainer
 from gateway.storage.influx import LineWriter

@@ -251,7 +251,7 @@ class MosquittoConfig(ServerConfig):
         """Write the config; in dynsec mode also the first plugin file and admin login."""
         super().prepare()
         if self.dynsec and not self.dynsec_config_path.exists():
-            from gateway.dynsec import write_initial_config
+            from gateway.provisioning.dynsec import write_initial_config
 
             username, password = "scc-dynsec-admin", secrets.token_urlsafe(24)
             fd = os.open(self.dynsec_admin_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

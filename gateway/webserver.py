@@ -20,7 +20,7 @@ from devices import load_kind
 from gateway.api.app import create_app
 from gateway.api.context import DeviceStatus
 from gateway.core.metrics import label_text
-from gateway.dynsec import DynsecProvisioner, Provisioner
+from gateway.provisioning.dynsec import DynsecProvisioner, Provisioner
 from gateway.registry.device_ids import reserved_for
 from gateway.services import ServiceError, influx_query
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from gateway.core.config import Settings
-from gateway.notify import Channel, ChannelFilter, EmailNotifier, WebhookNotifier
+from gateway.notify.dispatch import Channel, ChannelFilter, EmailNotifier, WebhookNotifier
 from gateway.storage.influx import LineWriter, V1Target, V1Writer, V2Target, V2Writer, WriteError
 
 log = logging.getLogger(__name__)

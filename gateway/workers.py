@@ -26,6 +26,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from gateway.alerting.rulestage import Event, Outcome, RuleStage
 from gateway.core.clock import Clock
 from gateway.core.config import Settings
 from gateway.ingest.pipeline import Accepted
@@ -39,7 +40,6 @@ from gateway.partition import (
 )
 from gateway.persist import Persister, PersistJob
 from gateway.registry.store import DeviceInfo
-from gateway.rulestage import Event, Outcome, RuleStage
 from gateway.sources.mqtt.source import Batch, MqttSource, SourceOptions
 from gateway.sources.mqtt.wire import ConnectOptions
 from rules import Observation

@@ -12,7 +12,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
-from gateway.alerts import AlertService
+from gateway.alerting.alerts import AlertService
+from gateway.alerting.rulestage import RuleStage
 from gateway.api import errors
 from gateway.api.bodyguard import BodyGuard
 from gateway.api.context import (
@@ -29,11 +30,10 @@ from gateway.api.routes import device_types, devices, events, health, identity, 
 from gateway.api.routes import rules as rule_routes
 from gateway.api_models import create_tables
 from gateway.core.config import Settings
-from gateway.dynsec import Provisioner
-from gateway.rulestage import RuleStage
-from gateway.sse import EventHub
+from gateway.notify.live import EventHub
+from gateway.provisioning.dynsec import Provisioner
 from gateway.web import mount_web
-from gateway.workorders import WorkOrderService
+from gateway.workorders.lifecycle import WorkOrderService
 
 TAGS = [
     {"name": "device types", "description": "Kinds of device: fields, codecs, schemas, rules."},

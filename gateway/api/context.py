@@ -11,13 +11,13 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine
 
-from gateway.alerts import AlertService
+from gateway.alerting.alerts import AlertService
+from gateway.alerting.rulestage import RuleStage
 from gateway.core.config import Settings
-from gateway.dynsec import Provisioner
+from gateway.notify.live import EventHub
+from gateway.provisioning.dynsec import Provisioner
 from gateway.registry.device_ids import ReservedNames, reserved_for
-from gateway.rulestage import RuleStage
-from gateway.sse import EventHub
-from gateway.workorders import WorkOrderService
+from gateway.workorders.lifecycle import WorkOrderService
 
 
 @dataclass(frozen=True, slots=True)

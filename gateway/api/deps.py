@@ -10,14 +10,14 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import ColumnElement, or_
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from gateway.alerts import AlertService
+from gateway.alerting.alerts import AlertService
+from gateway.alerting.rulestage import RuleStage
 from gateway.api.bodyguard import principal_of
 from gateway.api.context import ApiContext
 from gateway.api.errors import UnavailableError
 from gateway.auth import Principal, authenticate
-from gateway.rulestage import RuleStage
-from gateway.sse import EventHub
-from gateway.workorders import WorkOrderService
+from gateway.notify.live import EventHub
+from gateway.workorders.lifecycle import WorkOrderService
 
 T = TypeVar("T")
 

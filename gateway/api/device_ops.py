@@ -26,7 +26,7 @@ from gateway.api.schemas import (
     MqttCredentials,
 )
 from gateway.auth import NodeIndex, NotInScopeError, Principal
-from gateway.dynsec import Credentials, DynsecError, Provisioner
+from gateway.provisioning.dynsec import Credentials, DynsecError, Provisioner
 from gateway.registry.device_ids import device_id_problem
 from gateway.registry.models import Device
 

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway.auth import AuthError, ForbiddenError, NotAuthenticatedError, NotInScopeError
-from gateway.dynsec import DynsecError, LoginConflictError, ReservedLoginError
+from gateway.provisioning.dynsec import DynsecError, LoginConflictError, ReservedLoginError
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from pydantic import (
 from devices import KINDS, load_kind
 from gateway.registry.device_ids import device_id_problem
 from gateway.registry.store import parse_params
-from gateway.routing import STAFF_ROLES
+from gateway.workorders.routing import STAFF_ROLES
 
 NodeCode = Annotated[str, Field(min_length=1, max_length=64, examples=["B3-2"])]
 

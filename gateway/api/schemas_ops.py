@@ -7,10 +7,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
-from gateway.alert_models import Alert, WorkOrder, WorkOrderEvent, WorkOrderOccurrence
+from gateway.alerting.models import Alert
 from gateway.api.deps import path_codes
 from gateway.api.schemas import NodeCode, _In
 from gateway.auth import NodeIndex
+from gateway.workorders.models import WorkOrder, WorkOrderEvent, WorkOrderOccurrence
 from rules.model import Severity
 
 AlertState = Literal["pending", "firing", "resolved"]

@@ -68,3 +68,8 @@ def from_ns(ts_ns: int) -> datetime:
 def after(when: datetime, seconds: float | None) -> datetime | None:
     """``when`` plus ``seconds``, or None when there is no duration."""
     return None if seconds is None else when + timedelta(seconds=seconds)
+
+
+def iso(when: datetime | None) -> str | None:
+    """ISO 8601 text of an aware datetime, or None."""
+    return None if when is None else when.isoformat()

@@ -12,12 +12,15 @@ PostgreSQL works through the same models for deployments with several gateways.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import DateTime, Dialect, Engine, TypeDecorator, create_engine, event
 from sqlalchemy.orm import DeclarativeBase
+
+from gateway.core.clock import require_utc
 
 
 def utcnow() -> datetime:
@@ -63,10 +66,43 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
     # (for now: gateway.runtime.schema will register the tables instead)
-    import gateway.alert_models  # registers the alert and work-order tables
-    import gateway.api_models
-    import gateway.registry.models
-    import gateway.storage.deadletter  # noqa: F401 - registers the dead_letters table
 
     Base.metadata.create_all(engine)
     return engine
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A DateTime that refuses naive values and always reads back timezone-aware UTC.
+
+    SQLite has no time zones and hands back naive datetimes; this stores UTC and re-attaches
+    the zone on the way out, so comparisons and arithmetic never mix naive and aware values.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert to UTC before storing; refuse naive datetimes."""
+        return None if value is None else require_utc(value)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Re-attach UTC to what the database returns."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def json_values(values: Mapping[str, object]) -> dict[str, Any]:
+    """A reading as JSON-safe values (numpy scalars → Python, anything else odd → str);
+    absent fields (None) are left out."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, str | bool | int | float):
+            out[str(key)] = value
+        elif hasattr(value, "item"):
+            out[str(key)] = value.item()
+        else:
+            out[str(key)] = str(value)
+    return out

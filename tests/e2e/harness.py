@@ -28,19 +28,19 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 import gateway.api_models  # noqa: F401 - registers api_tokens before make_engine
-from gateway.alert_models import RuleInfo, WorkOrder
-from gateway.alerts import AlertService, Transition
+from gateway.alerting.alerts import AlertService, Transition
 from gateway.api import create_app
 from gateway.api.context import DeviceStatus
 from gateway.auth import issue_token
 from gateway.core.clock import ManualClock
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
+from gateway.notify.live import EventHub
 from gateway.registry.models import Node, Staff
-from gateway.routing import Router
-from gateway.sse import EventHub
 from gateway.web import mount_web
-from gateway.workorders import WorkOrderService
+from gateway.workorders.lifecycle import WorkOrderService
+from gateway.workorders.models import RuleInfo, WorkOrder
+from gateway.workorders.routing import Router
 
 SMOKE = "smoke-B3-2-1001"  # B3-2 → B3 → C1 → G1 → SQ1 → ST1
 LOW_BATTERY_C1 = "smoke-B1-1-101"  # B1 in C1

@@ -19,15 +19,16 @@ import yaml
 from aiosmtpd.controller import Controller
 
 from devices import load_kind
-from gateway.alert_models import Alert, WorkOrder
+from gateway.alerting.models import Alert
 from gateway.core.clock import ManualClock
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
-from gateway.notify import verify_signature
+from gateway.notify.dispatch import verify_signature
 from gateway.registry.store import Registry
 from gateway.service import Gateway
 from gateway.services import ManagedProcess, free_port
-from gateway.workorders import WorkOrderError
+from gateway.workorders.lifecycle import WorkOrderError
+from gateway.workorders.models import WorkOrder
 
 from .gwtools import publish_all, rows, running, wait_for
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from devices import KINDS
 from gateway.api.context import DeviceStatus
-from gateway.dynsec import Credentials, DynsecError, device_topics
+from gateway.provisioning.dynsec import Credentials, DynsecError, device_topics
 from gateway.storage.deadletter import DeadLetter
 from tests.integration.test_api_common import ApiEnv, env, make_env
 

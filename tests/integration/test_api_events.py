@@ -17,7 +17,7 @@ import pytest
 
 from gateway.api.routes.events import event_visible, redacted
 from gateway.auth import Principal, authenticate
-from gateway.sse import format_frame
+from gateway.notify.live import format_frame
 from tests.integration.test_api_alerts import SMOKE_C1, SMOKE_C2, OpsEnv, ops
 from tests.integration.test_api_common import ApiEnv, env
 

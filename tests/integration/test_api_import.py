@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.dynsec import DynsecError
+from gateway.provisioning.dynsec import DynsecError
 from tests.integration.test_api_common import ApiEnv, env, make_env
 from tests.integration.test_api_devices import FakeProvisioner
 

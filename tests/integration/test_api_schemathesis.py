@@ -17,13 +17,13 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from sqlalchemy.orm import Session
 
+from gateway.alerting.rulestage import RuleStage
 from gateway.api.app import create_app
 from gateway.auth import issue_token
 from gateway.core.clock import SystemClock
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
 from gateway.registry.store import Registry
-from gateway.rulestage import RuleStage
 
 pytestmark = pytest.mark.integration
 

@@ -3,8 +3,8 @@
 A role that owns work orders takes them for the subtree it is attached to, so it is granted
 only by a token entitled at the role's level: a compound manager who put a ``grid_head`` on
 a building took that building's fire orders away from the grid team. The rule
-(:func:`gateway.routing.grant_problem`): a role sits at its own level or below, and a token
-grants roles of its own level or below.
+(:func:`gateway.workorders.routing.grant_problem`): a role sits at its own level or below, and a
+token grants roles of its own level or below.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from gateway.routing import ROLE_LEVELS
+from gateway.workorders.routing import ROLE_LEVELS
 from tests.integration.test_api_alerts import SMOKE_C1, OpsEnv, ops
 from tests.integration.test_api_common import ApiEnv, env
 

@@ -26,9 +26,9 @@ from gateway.api_models import ApiToken
 from gateway.auth import issue_token, revoke_token
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
+from gateway.notify.live import EventHub
 from gateway.registry.models import Node
 from gateway.services import free_port
-from gateway.sse import EventHub
 from tests.integration.test_api_common import community_db
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]

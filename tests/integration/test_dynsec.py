@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.dynsec import DynsecError, DynsecProvisioner
+from gateway.provisioning.dynsec import DynsecError, DynsecProvisioner
 from gateway.services import LOOPBACK, ManagedProcess, MosquittoConfig, start_mosquitto
 from tests.integration.test_api_common import ApiEnv, make_env
 

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.dynsec import (
+from gateway.provisioning.dynsec import (
     DynsecProvisioner,
     LoginConflictError,
     ReservedLoginError,

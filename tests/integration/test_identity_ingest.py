@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from gateway.auth import issue_token
 from gateway.core.config import Settings
-from gateway.dynsec import DynsecProvisioner
+from gateway.provisioning.dynsec import DynsecProvisioner
 from gateway.service import Gateway
 from gateway.services import (
     LOOPBACK,

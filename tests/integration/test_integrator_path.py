@@ -13,7 +13,7 @@ import pytest
 
 from gateway.__main__ import main as gateway_cli
 from gateway.core.config import Settings
-from gateway.dynsec import DynsecProvisioner
+from gateway.provisioning.dynsec import DynsecProvisioner
 from gateway.service import Gateway
 from gateway.services import ManagedProcess, free_port, start_mosquitto
 from simulators.__main__ import main as simulators_cli

@@ -13,7 +13,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from gateway.notify import Channel, Dispatcher, EmailNotifier, NotifyError
+from gateway.notify.dispatch import Channel, Dispatcher, EmailNotifier, NotifyError
 from gateway.services import free_port
 
 pytestmark = pytest.mark.integration

@@ -14,15 +14,16 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-import gateway.alert_models  # noqa: F401  (registers the alert tables before make_engine)
-from gateway.alert_models import Alert, RuleInfo, WorkOrder, WorkOrderOccurrence
-from gateway.alerts import AlertError, AlertService, Transition
+import gateway.workorders.models  # noqa: F401  (registers the alert tables before make_engine)
+from gateway.alerting.alerts import AlertError, AlertService, Transition
+from gateway.alerting.models import Alert
 from gateway.core.clock import ManualClock
 from gateway.core.db import make_engine
 from gateway.registry.models import Staff
 from gateway.registry.store import Registry
-from gateway.routing import Router
-from gateway.workorders import WorkOrderError, WorkOrderService
+from gateway.workorders.lifecycle import WorkOrderError, WorkOrderService
+from gateway.workorders.models import RuleInfo, WorkOrder, WorkOrderOccurrence
+from gateway.workorders.routing import Router
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "demo_community"
 SMOKE = "smoke-B3-2-1001"  # B3-2 → B3 → C1 → G1 → SQ1 → ST1
@@ -147,7 +148,7 @@ def test_concurrent_identical_firing_makes_one_alert_and_one_order(
         except BaseException as err:  # reported by the assertion below
             errors.append(err)
 
-    caplog.set_level(logging.DEBUG, logger="gateway.alerts")
+    caplog.set_level(logging.DEBUG, logger="gateway.alerting.alerts")
     threads = [threading.Thread(target=run, args=(service,)) for service in services]
     for thread in threads:
         thread.start()

@@ -21,13 +21,13 @@ import pytest
 import yaml
 from sqlalchemy import Engine
 
-from gateway.alert_models import RuleInfo
-from gateway.alerts import AlertService, Transition
+from gateway.alerting.alerts import AlertService, Transition
 from gateway.core.clock import ManualClock
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
 from gateway.fleetstats import fleet_lines
 from gateway.registry.store import Registry
+from gateway.workorders.models import RuleInfo
 from grafana import DATASOURCE_UID
 from grafana.build import DASHBOARD_DIR, DASHBOARDS, generate, stale, write
 from grafana.model import GRID_COLUMNS

@@ -9,7 +9,7 @@ import yaml
 
 from gateway.core.config import Settings
 from gateway.core.db import make_engine
-from gateway.dynsec import (
+from gateway.provisioning.dynsec import (
     DEVICE_MARK,
     device_acls,
     device_client_is_ours,

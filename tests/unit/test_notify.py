@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.notify import (
+from gateway.notify.dispatch import (
     Channel,
     ChannelFilter,
     Dispatcher,
@@ -29,14 +29,14 @@ from gateway.notify import (
     WebhookNotifier,
     verify_signature,
 )
-from gateway.notify_templates import (
+from gateway.notify.live import KEEPALIVE, RETRY_HINT, EventHub, Subscription
+from gateway.notify.templates import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     email_recipients,
     render_subject,
 )
 from gateway.services import free_port
-from gateway.sse import KEEPALIVE, RETRY_HINT, EventHub, Subscription
 
 ALERT: dict[str, Any] = {
     "type": "alert.firing",
@@ -146,7 +146,7 @@ def test_generic_body_is_the_event_and_signature_verifies(hook: Hook) -> None:
 def test_verify_signature_rejects(
     secret: str, stamp: str, body: bytes, signature_of: bytes, now: float
 ) -> None:
-    from gateway.notify_templates import sign_body
+    from gateway.notify.templates import sign_body
 
     signature = sign_body("s3cret", int(NOW), signature_of)
     assert not verify_signature(secret, stamp, body, signature, max_age_s=300, now=now)

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-import gateway.alert_models  # noqa: F401  (registers the alert tables before make_engine)
+import gateway.workorders.models  # noqa: F401  (registers the alert tables before make_engine)
 from gateway.core.db import make_engine
 from gateway.registry.models import LEVELS
 from gateway.registry.store import Registry
-from gateway.routing import (
+from gateway.workorders.routing import (
     CATEGORY_ROLES,
     HANDLING_ROLES,
     ROLE_LEVELS,

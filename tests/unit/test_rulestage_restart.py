@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from gateway.alerting.rulestage import RuleStage
 from gateway.core.clock import ManualClock
 from gateway.core.db import make_engine
 from gateway.ingest.pipeline import Accepted
 from gateway.registry.store import DeviceInfo
-from gateway.rulestage import RuleStage
 
 #: A smoke offline rule with a 2 s absence (shared with test_workers).
 OFFLINE_FAST = """rules:
@@ -73,7 +73,7 @@ def test_saved_states_are_upserted_with_a_utc_time_and_read_back_by_the_orm(
 
     from sqlalchemy.orm import Session
 
-    from gateway.alert_models import RuleStateRow
+    from gateway.alerting.models import RuleStateRow
 
     db = make_engine(f"sqlite:///{tmp_path / 'gateway.db'}")
     stage = RuleStage(db, ManualClock(), None, {}, lambda e: None)

@@ -13,15 +13,15 @@ import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-import gateway.alert_models  # noqa: F401  (registers the alert tables before make_engine)
-from gateway.alert_models import STEPS, RuleInfo, WorkOrder, WorkOrderEvent
-from gateway.alerts import AlertService, Transition
+import gateway.workorders.models  # noqa: F401  (registers the alert tables before make_engine)
+from gateway.alerting.alerts import AlertService, Transition
 from gateway.core.clock import ManualClock
 from gateway.core.db import make_engine
 from gateway.registry.models import Staff
 from gateway.registry.store import Registry
-from gateway.routing import Router
-from gateway.workorders import Action, WorkOrderError, WorkOrderService
+from gateway.workorders.lifecycle import Action, WorkOrderError, WorkOrderService
+from gateway.workorders.models import STEPS, RuleInfo, WorkOrder, WorkOrderEvent
+from gateway.workorders.routing import Router
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "demo_community"
 HOUR = 3600.0

@@ -13,8 +13,8 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from devices import KINDS
-from gateway.alert_models import Alert
-from gateway.alerts import AlertError, AlertService, alerts_query
+from gateway.alerting.alerts import AlertError, AlertService, alerts_query
+from gateway.alerting.models import Alert
 from gateway.api.deps import AlertsDep, PrincipalDep, in_scope, place_clause
 from gateway.api.errors import UnprocessableError
 from gateway.api.schemas import ErrorBody

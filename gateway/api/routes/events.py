@@ -25,7 +25,7 @@ from gateway.api.deps import ContextDep, HubDep, StreamPrincipalDep, codes_in_sc
 from gateway.api.errors import UnavailableError
 from gateway.api.schemas import ErrorBody
 from gateway.auth import Principal, token_problem
-from gateway.sse import SSE_HEADERS, Subscription, format_frame
+from gateway.notify.live import SSE_HEADERS, Subscription, format_frame
 
 logger = logging.getLogger(__name__)
 

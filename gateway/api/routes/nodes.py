@@ -22,7 +22,7 @@ from gateway.api.schemas import (
 )
 from gateway.auth import ForbiddenError, NodeIndex, NodeRow, NotInScopeError, Principal
 from gateway.registry.models import Node, Staff
-from gateway.routing import grant_problem
+from gateway.workorders.routing import grant_problem
 
 router = APIRouter(
     prefix="/nodes",
@@ -117,7 +117,7 @@ def create_staff(
 
 def check_grant(principal: Principal, node: NodeRow, role: str) -> None:
     """403 unless the token is entitled to the role's level, 422 for a role above its level
-    (the rule: :func:`gateway.routing.grant_problem`)."""
+    (the rule: :func:`gateway.workorders.routing.grant_problem`)."""
     scope = principal.index.nodes[principal.scope_node_id]
     problem = grant_problem(role, node.level, scope.level)
     if problem is None:

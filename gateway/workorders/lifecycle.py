@@ -1,6 +1,6 @@
 """Work orders: open → dispatched → in_progress → resolved → closed, reopen, audit, SLA.
 
-``gateway.alerts`` drives sensor orders inside its own transaction through the
+``gateway.alerting.alerts`` drives sensor orders inside its own transaction through the
 session-level primitives (``find_open``, ``open_from_alert``, ``add_occurrence``, ``step``,
 ``audit``, ``event``), which return events without emitting them; every other method runs
 one transaction of its own and emits its events after the commit.
@@ -17,10 +17,13 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from gateway.alert_models import (
+from gateway.core.clock import Clock, iso
+from gateway.core.db import json_values
+from gateway.registry.models import Staff
+from gateway.workorders.models import (
     ACTIVE_ORDER_STATES,
     STEPS,
-    Alert,
+    RaisingAlert,
     RuleInfo,
     WorkOrder,
     WorkOrderEvent,
@@ -29,17 +32,13 @@ from gateway.alert_models import (
     audit_row,
     breach_of,
     fault_refusal,
-    iso,
-    json_values,
     order_dict,
     orders_query,
     overdue_query,
     refusal,
     restart_deadlines,
 )
-from gateway.core.clock import Clock
-from gateway.registry.models import Staff
-from gateway.routing import Route, Router, path_string
+from gateway.workorders.routing import Route, Router, path_string
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +90,7 @@ class WorkOrderService:
         return session.scalar(select(WorkOrder).where(WorkOrder.active_key == key))
 
     def open_from_alert(
-        self, session: Session, alert: Alert, rule: RuleInfo, at: datetime
+        self, session: Session, alert: RaisingAlert, rule: RuleInfo, at: datetime
     ) -> dict[str, Any]:
         """Open the routed order for a firing alert (with its first occurrence)."""
         category = rule.category or "maintenance"

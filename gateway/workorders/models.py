@@ -1,7 +1,9 @@
-"""Alert and work-order tables (SQLAlchemy 2, on ``gateway.db.Base``) and the data around them.
+"""Work-order tables (SQLAlchemy 2, on ``gateway.core.db.Base``) and the data around them.
 
-Besides the tables: the rule metadata alerts need (``RuleInfo``), the work-order state
-machine as a table (``STEPS``), and the JSON shapes of alerts and orders in events.
+Besides the tables: the rule metadata alerts and orders need (``RuleInfo``), the work-order
+state machine as a table (``STEPS``), the JSON shape of an order in events, and what an order
+reads of the alert that raised it (``RaisingAlert``; the alert tables are in
+``gateway.alerting.models``, above this package).
 
 Idempotence under concurrency comes from the database, not from locks in the process:
 an active alert and an open sensor work order each carry an ``active_key`` (``rule|device``,
@@ -9,21 +11,18 @@ or ``rule|@group`` for count rules) with a UNIQUE index. The key is set while th
 active (or the order is not closed) and NULL afterwards; NULLs never collide, so history can
 hold any number of finished rows while at most one live row exists per key. Two writers racing
 to create the same row get one row and one ``IntegrityError``, which the loser handles
-by reading again (see ``gateway.alerts``).
+by reading again (see ``gateway.alerting.alerts``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy import (
     JSON,
-    BigInteger,
-    DateTime,
-    Dialect,
     Float,
     ForeignKey,
     Index,
@@ -31,19 +30,17 @@ from sqlalchemy import (
     Select,
     String,
     Text,
-    TypeDecorator,
     and_,
     or_,
     select,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from gateway.core.clock import after, require_utc
-from gateway.core.db import Base, utcnow
+from gateway.core.clock import after, iso
+from gateway.core.db import Base, UtcDateTime
 from gateway.registry.models import Node
-from gateway.routing import PathNode
+from gateway.workorders.routing import PathNode
 
-ALERT_STATES: tuple[str, ...] = ("pending", "firing", "resolved")
 ORDER_STATES: tuple[str, ...] = ("open", "dispatched", "in_progress", "resolved", "closed")
 SENSOR_STATES: tuple[str, ...] = ("ok", "fault")
 ORDER_SOURCES: tuple[str, ...] = ("sensor", "manual")
@@ -77,25 +74,30 @@ class RuleInfo:
     sla_resolve_s: float | None = None
 
 
-class UtcDateTime(TypeDecorator[datetime]):
-    """A DateTime that refuses naive values and always reads back timezone-aware UTC.
+class RaisingAlert(Protocol):
+    """What a sensor order reads of the alert that raises it (``gateway.alerting.models.Alert``
+    is one; this package sits below alerting and does not import it)."""
 
-    SQLite has no time zones and hands back naive datetimes; this stores UTC and re-attaches
-    the zone on the way out, so comparisons and arithmetic never mix naive and aware values.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        """Convert to UTC before storing; refuse naive datetimes."""
-        return None if value is None else require_utc(value)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        """Re-attach UTC to what the database returns."""
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    @property
+    def id(self) -> int: ...
+    @property
+    def active_key(self) -> str | None: ...
+    @property
+    def rule_id(self) -> str: ...
+    @property
+    def device_id(self) -> str: ...
+    @property
+    def group_key(self) -> str | None: ...
+    @property
+    def severity(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def node_id(self) -> int | None: ...
+    @property
+    def node_path(self) -> str: ...
+    @property
+    def last_values(self) -> dict[str, Any]: ...
 
 
 def active_key(rule_id: str, device_id: str, group: str | None) -> str:
@@ -105,58 +107,6 @@ def active_key(rule_id: str, device_id: str, group: str | None) -> str:
     so their identity leaves the device out; ``@`` never occurs in a device id.
     """
     return f"{rule_id}|{device_id}" if group is None else f"{rule_id}|@{group}"
-
-
-def json_values(values: Mapping[str, object]) -> dict[str, Any]:
-    """A reading as JSON-safe values (numpy scalars → Python, anything else odd → str);
-    absent fields (None) are left out."""
-    out: dict[str, Any] = {}
-    for key, value in values.items():
-        if value is None:
-            continue
-        if isinstance(value, str | bool | int | float):
-            out[str(key)] = value
-        elif hasattr(value, "item"):
-            out[str(key)] = value.item()
-        else:
-            out[str(key)] = str(value)
-    return out
-
-
-class Alert(Base):
-    """One alert episode of a rule on a device (and group): pending → firing → resolved."""
-
-    __tablename__ = "alerts"
-    __table_args__ = (
-        Index("ix_alerts_state_severity", "state", "severity"),
-        Index("ix_alerts_rule_device", "rule_id", "device_id"),
-    )
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    active_key: Mapped[str | None] = mapped_column(String(512), unique=True)
-    rule_id: Mapped[str] = mapped_column(String(128))
-    device_id: Mapped[str] = mapped_column(String(128), index=True)
-    group_key: Mapped[str | None] = mapped_column(String(256))
-    kind: Mapped[str] = mapped_column(String(32), index=True)
-    severity: Mapped[str] = mapped_column(String(16))
-    state: Mapped[str] = mapped_column(String(16))
-    title: Mapped[str] = mapped_column(String(256))
-    message: Mapped[str] = mapped_column(Text, default="")
-    node_id: Mapped[int | None] = mapped_column(ForeignKey("nodes.id"), index=True)
-    # "/ST1/SQ1/G1/C1/B3/B3-2/": codes are unique, so LIKE '%/C1/%' scopes to a subtree.
-    node_path: Mapped[str] = mapped_column(String(512), default="/")
-    first_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    fired_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    last_at: Mapped[datetime] = mapped_column(UtcDateTime)
-    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    last_ts_ns: Mapped[int] = mapped_column(BigInteger)  # spots redelivered transitions
-    occurrences: Mapped[int] = mapped_column(Integer, default=1)
-    last_values: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    acked_by: Mapped[str | None] = mapped_column(String(128))
-    acked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    version: Mapped[int] = mapped_column(Integer)  # optimistic lock: no lost updates
-
-    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012  (SQLAlchemy's own protocol)
 
 
 class WorkOrder(Base):
@@ -235,11 +185,6 @@ class WorkOrderEvent(Base):
     override_reason: Mapped[str | None] = mapped_column(Text)
 
 
-def iso(when: datetime | None) -> str | None:
-    """ISO 8601 text of an aware datetime, or None."""
-    return None if when is None else when.isoformat()
-
-
 def refusal(order_id: int, action: str, state: str) -> str:
     """Why ``action`` cannot happen to an order in ``state``, and what to do first."""
     if action == "reopen":
@@ -316,30 +261,6 @@ def order_dict(order: WorkOrder, owner: PathNode | None) -> dict[str, Any]:
     }
 
 
-def alert_dict(alert: Alert) -> dict[str, Any]:
-    """The ``alert`` part of a notification event (JSON-ready)."""
-    return {
-        "id": alert.id,
-        "rule_id": alert.rule_id,
-        "device_id": alert.device_id,
-        "group": alert.group_key,
-        "kind": alert.kind,
-        "severity": alert.severity,
-        "state": alert.state,
-        "title": alert.title,
-        "message": alert.message,
-        "node_path": alert.node_path,
-        "first_at": iso(alert.first_at),
-        "fired_at": iso(alert.fired_at),
-        "last_at": iso(alert.last_at),
-        "resolved_at": iso(alert.resolved_at),
-        "occurrences": alert.occurrences,
-        "values": alert.last_values,
-        "acked_by": alert.acked_by,
-        "acked_at": iso(alert.acked_at),
-    }
-
-
 def orders_query(
     *,
     state: str | None = None,
@@ -375,14 +296,3 @@ def overdue_query(now: datetime, level: str | None = None) -> Select[Any]:
         .order_by(WorkOrder.id)
     )
     return query if level is None else query.where(Node.level == level)
-
-
-class RuleStateRow(Base):
-    """Saved per-(rule, device or group) engine state, so alerts survive a restart."""
-
-    __tablename__ = "rule_state"
-
-    rule_id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    key: Mapped[str] = mapped_column(String(256), primary_key=True)
-    state: Mapped[dict[str, Any]] = mapped_column(JSON)
-    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

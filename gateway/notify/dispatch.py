@@ -6,7 +6,7 @@ instead of blocking, and a slow or dead endpoint delays only its own channel. Wo
 retryable failures with jittered exponential backoff, bounded in attempts and total time.
 
 Webhook bodies and signatures (generic ``X-SCC-Signature`` HMAC headers, DingTalk's and
-Feishu's own schemes) are built by :func:`gateway.notify_templates.webhook_request`.
+Feishu's own schemes) are built by :func:`gateway.notify.templates.webhook_request`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from gateway.notify_templates import (
+from gateway.notify.templates import (
     RATE_LIMIT_CODES,
     TEMPLATES,
     ChannelFilter,

@@ -9,12 +9,13 @@ Facts checked against Debian's Mosquitto 2.0.11:
   right password and any other client id (or none) is refused "not authorized". Every
   device login is bound to its device id, so no device can connect as another client id —
   in particular not as the gateway's (``scc-…`` ids are no device's: see
-  :mod:`gateway.registry.store.device_ids`) to take over its persistent session.
+  :mod:`gateway.registry.device_ids`) to take over its persistent session.
 - ``createClient`` refuses an existing user name; ``getClient``/``getRole`` return
   ``textname``/``textdescription``. What the gateway creates carries a mark in
   ``textdescription``; it replaces or deletes only clients and roles with its mark (or the
   exact shape an earlier version created), never a login someone else made.
-- The initial plugin file with the admin client is written by :mod:`gateway.dynsec_config`.
+- The initial plugin file with the admin client is written by
+  :mod:`gateway.provisioning.plugin_config`.
 - ``deleteClient`` disconnects sessions using those credentials at once.
 - ``deleteRole`` of a role some client still holds leaves that client pointing at freed
   memory (later answers carry garbage role names, or none comes): roles are reset in place
@@ -31,8 +32,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.dynsec_client import CONTROL_TOPIC, RESPONSE_TOPIC, DynsecClient, DynsecError
-from gateway.dynsec_config import (
+from gateway.provisioning.client import CONTROL_TOPIC, RESPONSE_TOPIC, DynsecClient, DynsecError
+from gateway.provisioning.plugin_config import (
     ADMIN_ROLE,
     acl,
     hash_password,

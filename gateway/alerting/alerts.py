@@ -29,17 +29,12 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
-from gateway.alert_models import (
-    Alert,
-    RuleInfo,
-    active_key,
-    alert_dict,
-    iso,
-    json_values,
-)
-from gateway.core.clock import Clock, from_ns
-from gateway.routing import Router, path_string
-from gateway.workorders import Event, Events, EventSink, WorkOrderService, emit_all
+from gateway.alerting.models import Alert, alert_dict
+from gateway.core.clock import Clock, from_ns, iso
+from gateway.core.db import json_values
+from gateway.workorders.lifecycle import Event, Events, EventSink, WorkOrderService, emit_all
+from gateway.workorders.models import RuleInfo, active_key
+from gateway.workorders.routing import Router, path_string
 
 __all__ = ["AlertError", "AlertService", "RuleInfo", "Transition", "TransitionLike"]
 

@@ -18,15 +18,16 @@ from typing import Any
 from sqlalchemy import Dialect, Engine, Text, delete, select, type_coerce
 
 from devices import KINDS, load_kind
-from gateway.alert_models import RuleInfo, RuleStateRow
-from gateway.alerts import AlertService
+from gateway.alerting.alerts import AlertService
+from gateway.alerting.models import RuleStateRow
 from gateway.core.clock import Clock
 from gateway.core.db import json_dumps, json_loads, utcnow
 from gateway.core.lineproto import escape_string_field, series_prefix
 from gateway.ingest.pipeline import Accepted, device_tags
 from gateway.registry.store import DeviceInfo
-from gateway.routing import Router
-from gateway.workorders import WorkOrderService
+from gateway.workorders.lifecycle import WorkOrderService
+from gateway.workorders.models import RuleInfo
+from gateway.workorders.routing import Router
 from rules import Engine as RuleEngine
 from rules import Observation, RuleError, RuleSet, Transition, load_rules
 from rules.table import ACTIVITY
