@@ -28,10 +28,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.loadgen import make_devices
 from gateway.core.config import Settings
-from gateway.core.db import make_engine
 from gateway.registry.store import Registry
-from gateway.service import Gateway
-from gateway.services import create_influx_database, start_influxdb, start_mosquitto
+from gateway.runtime.schema import make_engine
+from gateway.runtime.service import Gateway
+from gateway.services.influxdb import create_influx_database, start_influxdb
+from gateway.services.mosquitto import start_mosquitto
 
 COMMUNITY = Path(__file__).resolve().parents[1] / "fixtures" / "demo_community"
 

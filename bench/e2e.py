@@ -31,15 +31,11 @@ import psutil
 
 from bench.loadgen import Device, make_devices, make_messages, publish, publish_packets
 from gateway.core.config import Settings
-from gateway.core.db import make_engine
 from gateway.registry.store import Registry
-from gateway.services import (
-    ManagedProcess,
-    create_influx_database,
-    influx_query,
-    start_influxdb,
-    start_mosquitto,
-)
+from gateway.runtime.schema import make_engine
+from gateway.services.base import ManagedProcess
+from gateway.services.influxdb import create_influx_database, influx_query, start_influxdb
+from gateway.services.mosquitto import start_mosquitto
 from gateway.sources.mqtt import wire
 
 HIERARCHY = {

@@ -36,15 +36,9 @@ from bench.e2e import points_written, stop_consumer
 from bench.fleet import import_registry
 from bench.loadgen import Device, make_devices, make_messages, publish, publish_packets
 from devices import KINDS, load_kind
-from gateway.services import (
-    ManagedProcess,
-    ServiceError,
-    create_influx_database,
-    free_port,
-    influx_query,
-    start_influxdb,
-    start_mosquitto,
-)
+from gateway.services.base import ManagedProcess, ServiceError, free_port
+from gateway.services.influxdb import create_influx_database, influx_query, start_influxdb
+from gateway.services.mosquitto import start_mosquitto
 from rules import Engine, load_rules
 
 GIB = 2**30

@@ -33,12 +33,9 @@ import psutil
 from bench.e2e import drop_session, prepare_registry, stop_consumer, wait_until_stored
 from bench.loadgen import make_devices, make_messages, publish, publish_packets
 from gateway.core.config import Settings
-from gateway.services import (
-    ManagedProcess,
-    create_influx_database,
-    start_influxdb,
-    start_mosquitto,
-)
+from gateway.services.base import ManagedProcess
+from gateway.services.influxdb import create_influx_database, start_influxdb
+from gateway.services.mosquitto import start_mosquitto
 
 SYSTEMS = {"single": 1, "partitioned-1": 1, "workers-2": 2}
 

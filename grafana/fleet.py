@@ -1,7 +1,7 @@
 """The fleet overview: devices online and offline, open alerts and work orders, SLA breaches.
 
 Counts come from the snapshots the gateway computes from its database
-(``gateway.fleetstats``: ``fleet``, ``alert_stats``, ``workorder_stats``); status messages
+(``gateway.runtime.fleetstats``: ``fleet``, ``alert_stats``, ``workorder_stats``); status messages
 from ``events``, alert transitions from ``alerts``.
 """
 

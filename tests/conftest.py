@@ -15,13 +15,9 @@ from typing import Protocol
 
 import pytest
 
-from gateway.services import (
-    ManagedProcess,
-    create_influx_database,
-    drop_influx_database,
-    start_influxdb,
-    start_mosquitto,
-)
+from gateway.services.base import ManagedProcess
+from gateway.services.influxdb import create_influx_database, drop_influx_database, start_influxdb
+from gateway.services.mosquitto import start_mosquitto
 
 
 class ServerFactory(Protocol):

@@ -25,14 +25,14 @@ from gateway.api.context import (
     no_metrics,
     no_status,
 )
+from gateway.api.models import create_tables
 from gateway.api.routes import alerts as alert_routes
 from gateway.api.routes import device_types, devices, events, health, identity, nodes, workorders
 from gateway.api.routes import rules as rule_routes
-from gateway.api_models import create_tables
 from gateway.core.config import Settings
 from gateway.notify.live import EventHub
 from gateway.provisioning.dynsec import Provisioner
-from gateway.web import mount_web
+from gateway.web.pages import mount_web
 from gateway.workorders.lifecycle import WorkOrderService
 
 TAGS = [

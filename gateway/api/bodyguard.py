@@ -32,8 +32,8 @@ import orjson
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from gateway.api.auth import NotAuthenticatedError, Principal, authenticate
 from gateway.api.context import ApiContext
-from gateway.auth import NotAuthenticatedError, Principal, authenticate
 
 logger = logging.getLogger(__name__)
 

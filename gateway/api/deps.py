@@ -12,10 +12,10 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from gateway.alerting.alerts import AlertService
 from gateway.alerting.rulestage import RuleStage
+from gateway.api.auth import Principal, authenticate
 from gateway.api.bodyguard import principal_of
 from gateway.api.context import ApiContext
 from gateway.api.errors import UnavailableError
-from gateway.auth import Principal, authenticate
 from gateway.notify.live import EventHub
 from gateway.workorders.lifecycle import WorkOrderService
 

@@ -15,6 +15,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from gateway.api.auth import NodeIndex, NotInScopeError, Principal
 from gateway.api.context import ApiContext
 from gateway.api.errors import ConflictError, UnprocessableError
 from gateway.api.schemas import (
@@ -25,7 +26,6 @@ from gateway.api.schemas import (
     DeviceUpdate,
     MqttCredentials,
 )
-from gateway.auth import NodeIndex, NotInScopeError, Principal
 from gateway.provisioning.dynsec import Credentials, DynsecError, Provisioner
 from gateway.registry.device_ids import device_id_problem
 from gateway.registry.models import Device

@@ -1,7 +1,7 @@
 """Errors translated at the boundary: every 4xx is ``{"detail": "<what is wrong>"}``.
 
 Request validation errors become a 422 whose ``detail`` names each bad field (and whose
-``errors`` list them); access errors from :mod:`gateway.auth` become 401/403/404; a broker
+``errors`` list them); access errors from :mod:`gateway.api.auth` become 401/403/404; a broker
 login the gateway may not take is a 409 (someone else's) or 422 (a reserved name); a
 failing broker or time-series store becomes 503. Anything unexpected is logged and
 answered with a 500 that says no more than that.
@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.auth import AuthError, ForbiddenError, NotAuthenticatedError, NotInScopeError
+from gateway.api.auth import AuthError, ForbiddenError, NotAuthenticatedError, NotInScopeError
 from gateway.provisioning.dynsec import DynsecError, LoginConflictError, ReservedLoginError
 
 logger = logging.getLogger(__name__)

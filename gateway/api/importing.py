@@ -15,10 +15,10 @@ import orjson
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
+from gateway.api.auth import Principal
 from gateway.api.device_ops import existing_ids
 from gateway.api.errors import TooLargeError, UnprocessableError, UnsupportedMediaError
 from gateway.api.schemas import DeviceCreate, RowError
-from gateway.auth import Principal
 from gateway.registry.device_ids import NO_CONFIGURED_NAMES, ReservedNames, device_id_problem
 from gateway.registry.store import CSV_COLUMNS
 

@@ -19,9 +19,9 @@ from typing import Any
 
 import yaml
 
+from gateway.api.auth import NotInScopeError
 from gateway.api.errors import ConflictError, UnavailableError
 from gateway.api.schemas_rules import default_rules
-from gateway.auth import NotInScopeError
 from rules import Rule, RuleError, RuleSet, load_rules
 
 logger = logging.getLogger(__name__)

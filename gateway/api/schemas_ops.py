@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field
 
 from gateway.alerting.models import Alert
+from gateway.api.auth import NodeIndex
 from gateway.api.deps import path_codes
 from gateway.api.schemas import NodeCode, _In
-from gateway.auth import NodeIndex
 from gateway.workorders.models import WorkOrder, WorkOrderEvent, WorkOrderOccurrence
 from rules.model import Severity
 

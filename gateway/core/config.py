@@ -96,7 +96,7 @@ class Settings(BaseModel):
     smtp_starttls: bool = False
     email_min_severity: Literal["info", "warning", "major", "critical"] = "major"
 
-    # Several processes on one shared subscription (see gateway.workers). workers == 1 and
+    # Several processes on one shared subscription (see gateway.runtime.workers). workers == 1 and
     # partitioned false is the plain single-process gateway; partitioned with one worker
     # runs the worker code paths alone (to measure what forwarding costs).
     workers: int = Field(1, ge=1, le=64)

@@ -51,8 +51,9 @@ def json_loads(text: str | bytes) -> Any:
         return json.loads(text)
 
 
-def make_engine(url: str) -> Engine:
-    """Engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
+def engine_for(url: str) -> Engine:
+    """Engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys. It creates no
+    tables: ``gateway.runtime.schema.make_engine`` does, with every model registered."""
     engine = create_engine(url, json_serializer=json_dumps, json_deserializer=json_loads)
     if engine.dialect.name == "sqlite":
 
@@ -65,9 +66,6 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
 
-    # (for now: gateway.runtime.schema will register the tables instead)
-
-    Base.metadata.create_all(engine)
     return engine
 
 

@@ -27,17 +27,16 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-import gateway.api_models  # noqa: F401 - registers api_tokens before make_engine
 from gateway.alerting.alerts import AlertService, Transition
-from gateway.api import create_app
+from gateway.api.app import create_app
+from gateway.api.auth import issue_token
 from gateway.api.context import DeviceStatus
-from gateway.auth import issue_token
 from gateway.core.clock import ManualClock
 from gateway.core.config import Settings
-from gateway.core.db import make_engine
 from gateway.notify.live import EventHub
 from gateway.registry.models import Node, Staff
-from gateway.web import mount_web
+from gateway.runtime.schema import make_engine
+from gateway.web.pages import mount_web
 from gateway.workorders.lifecycle import WorkOrderService
 from gateway.workorders.models import RuleInfo, WorkOrder
 from gateway.workorders.routing import Router

@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 
-from gateway.web import mount_web
-from gateway.web.pages import STATIC_DIR, render_shell, static_version
+from gateway.web.pages import STATIC_DIR, mount_web, render_shell, static_version
 
 with warnings.catch_warnings():  # see tests/integration/test_api_common.py
     warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")

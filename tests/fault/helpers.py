@@ -36,9 +36,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
 from bench.loadgen import publish, publish_packets
-from gateway.core.db import make_engine
 from gateway.registry.store import Registry
-from gateway.services import ServiceError, influx_query
+from gateway.runtime.schema import make_engine
+from gateway.services.base import ServiceError
+from gateway.services.influxdb import influx_query
 from gateway.storage.deadletter import DeadLetter, DeadLetterStore
 from gateway.storage.spool_files import load_cursor
 

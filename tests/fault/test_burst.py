@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.services import create_influx_database, start_influxdb, start_mosquitto
+from gateway.services.influxdb import create_influx_database, start_influxdb
+from gateway.services.mosquitto import start_mosquitto
 from tests.conftest import ServerFactory
 
 from .helpers import (

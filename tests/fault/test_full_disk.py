@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.services import create_influx_database, free_port
+from gateway.services.base import free_port
+from gateway.services.influxdb import create_influx_database
 from tests.conftest import ServerFactory
 
 from .helpers import (

@@ -22,8 +22,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.core.db import make_engine
-from gateway.services import ManagedProcess
+from gateway.runtime.schema import make_engine
+from gateway.services.base import ManagedProcess
 from gateway.sources.mqtt import wire
 from gateway.storage.deadletter import DeadLetterStore
 from tests.conftest import ServerFactory
@@ -126,7 +126,7 @@ def test_above_the_broker_limit_the_publisher_is_told(
     tmp_path: Path, private_mosquitto: ServerFactory
 ) -> None:
     broker = private_mosquitto()
-    too_big = b"x" * (17 * MIB)  # the broker takes at most 16 MiB (gateway.services)
+    too_big = b"x" * (17 * MIB)  # the broker takes at most 16 MiB (gateway.services.mosquitto)
     v311 = _mosquitto_pub(broker.port, too_big, "mqttv311")
     assert v311.returncode != 0 and b"connection was lost" in v311.stderr
     with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as sock:

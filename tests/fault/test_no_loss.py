@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.services import create_influx_database
+from gateway.services.influxdb import create_influx_database
 from tests.conftest import ServerFactory
 
 from .helpers import (

@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 
 from gateway.core.config import Settings
-from gateway.service import Gateway
-from gateway.services import create_influx_database, free_port
+from gateway.runtime.service import Gateway
+from gateway.runtime.wiring import make_writer
+from gateway.services.base import free_port
+from gateway.services.influxdb import create_influx_database
 from gateway.storage.influx import LineWriter
-from gateway.wiring import make_writer
 from tests.conftest import ServerFactory
 from tests.integration.gwtools import publish_all, running
 

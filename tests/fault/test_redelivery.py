@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from gateway.services import create_influx_database
+from gateway.services.influxdb import create_influx_database
 from tests.conftest import ServerFactory
 
 from . import helpers

@@ -15,7 +15,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.service import Gateway
+from gateway.runtime.service import Gateway
 
 
 @contextmanager

@@ -22,11 +22,11 @@ from devices import load_kind
 from gateway.alerting.models import Alert
 from gateway.core.clock import ManualClock
 from gateway.core.config import Settings
-from gateway.core.db import make_engine
 from gateway.notify.dispatch import verify_signature
 from gateway.registry.store import Registry
-from gateway.service import Gateway
-from gateway.services import ManagedProcess, free_port
+from gateway.runtime.schema import make_engine
+from gateway.runtime.service import Gateway
+from gateway.services.base import ManagedProcess, free_port
 from gateway.workorders.lifecycle import WorkOrderError
 from gateway.workorders.models import WorkOrder
 

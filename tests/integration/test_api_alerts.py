@@ -17,12 +17,12 @@ from sqlalchemy.orm import Session
 
 from gateway.alerting.alerts import AlertService, Transition
 from gateway.alerting.rulestage import RuleStage, rule_infos
-from gateway.api import create_app
+from gateway.api.app import create_app
 from gateway.core.clock import ManualClock
 from gateway.core.config import Settings
-from gateway.core.db import make_engine
 from gateway.notify.live import EventHub
 from gateway.registry.models import Node, Staff
+from gateway.runtime.schema import make_engine
 from gateway.workorders.lifecycle import WorkOrderService
 from gateway.workorders.routing import Router
 from tests.integration.test_api_common import ApiEnv, community_db, env

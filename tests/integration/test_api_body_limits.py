@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-import gateway.api_models  # noqa: F401 - registers api_tokens before make_engine
-from gateway.auth import issue_token
-from gateway.core.db import make_engine
-from gateway.services import ManagedProcess, free_port
+from gateway.api.auth import issue_token
+from gateway.runtime.schema import make_engine
+from gateway.services.base import ManagedProcess, free_port
 from tests.fault.helpers import GatewayProcess, RssSampler, prepare_registry, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

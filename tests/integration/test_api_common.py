@@ -24,12 +24,11 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-import gateway.api_models  # noqa: F401 - registers api_tokens on Base before make_engine
-from gateway.api import create_app
-from gateway.auth import issue_token, revoke_token
+from gateway.api.app import create_app
+from gateway.api.auth import issue_token, revoke_token
 from gateway.core.config import Settings
-from gateway.core.db import make_engine
 from gateway.registry.store import Registry
+from gateway.runtime.schema import make_engine
 
 with warnings.catch_warnings():
     # Starlette 1.x wants httpx2 for its TestClient and warns (an error under our pytest

@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from gateway.api.auth import Principal, authenticate
 from gateway.api.routes.events import event_visible, redacted
-from gateway.auth import Principal, authenticate
 from gateway.notify.live import format_frame
 from tests.integration.test_api_alerts import SMOKE_C1, SMOKE_C2, OpsEnv, ops
 from tests.integration.test_api_common import ApiEnv, env

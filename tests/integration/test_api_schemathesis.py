@@ -19,11 +19,11 @@ from sqlalchemy.orm import Session
 
 from gateway.alerting.rulestage import RuleStage
 from gateway.api.app import create_app
-from gateway.auth import issue_token
+from gateway.api.auth import issue_token
 from gateway.core.clock import SystemClock
 from gateway.core.config import Settings
-from gateway.core.db import make_engine
 from gateway.registry.store import Registry
+from gateway.runtime.schema import make_engine
 
 pytestmark = pytest.mark.integration
 

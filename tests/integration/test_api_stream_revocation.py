@@ -21,14 +21,14 @@ import uvicorn
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
-from gateway.api import create_app
-from gateway.api_models import ApiToken
-from gateway.auth import issue_token, revoke_token
+from gateway.api.app import create_app
+from gateway.api.auth import issue_token, revoke_token
+from gateway.api.models import ApiToken
 from gateway.core.config import Settings
-from gateway.core.db import make_engine
 from gateway.notify.live import EventHub
 from gateway.registry.models import Node
-from gateway.services import free_port
+from gateway.runtime.schema import make_engine
+from gateway.services.base import free_port
 from tests.integration.test_api_common import community_db
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.__main__ import main
+from gateway.cli.main import main
 from gateway.core.config import Settings
-from gateway.service import Gateway
-from gateway.services import ManagedProcess
+from gateway.runtime.service import Gateway
+from gateway.services.base import ManagedProcess
 
 from .gwtools import publish_all, rows, running, wait_for
 from .test_ingest_end_to_end import DEVICES_CSV, HIERARCHY

@@ -24,11 +24,11 @@ import pytest
 import yaml
 
 from gateway.core.config import Settings
-from gateway.core.db import make_engine
-from gateway.fleetstats import fleet_lines
 from gateway.registry.store import Registry
-from gateway.service import Gateway
-from gateway.services import ManagedProcess
+from gateway.runtime.fleetstats import fleet_lines
+from gateway.runtime.schema import make_engine
+from gateway.runtime.service import Gateway
+from gateway.services.base import ManagedProcess
 from gateway.storage.influx import V1Target, V1Writer
 from grafana.build import DASHBOARDS
 from simulators.community import load_devices

@@ -21,7 +21,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.provisioning.dynsec import DynsecError, DynsecProvisioner
-from gateway.services import LOOPBACK, ManagedProcess, MosquittoConfig, start_mosquitto
+from gateway.services.base import LOOPBACK, ManagedProcess
+from gateway.services.mosquitto import MosquittoConfig, start_mosquitto
 from tests.integration.test_api_common import ApiEnv, make_env
 
 pytestmark = pytest.mark.integration

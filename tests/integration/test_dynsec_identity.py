@@ -24,7 +24,7 @@ from gateway.provisioning.dynsec import (
 )
 from gateway.registry.models import Device, Node
 from gateway.registry.store import Registry
-from gateway.services import LOOPBACK
+from gateway.services.base import LOOPBACK
 from tests.integration.test_dynsec import Peer, Setup, _admin, connect, gateway_sub, setup
 
 __all__ = ["gateway_sub", "setup"]  # fixtures

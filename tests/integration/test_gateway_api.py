@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session
 
-from gateway.auth import issue_token
+from gateway.api.auth import issue_token
 from gateway.core.config import Settings
-from gateway.core.db import make_engine
 from gateway.registry.store import Registry
-from gateway.service import Gateway
-from gateway.services import ManagedProcess, free_port
+from gateway.runtime.schema import make_engine
+from gateway.runtime.service import Gateway
+from gateway.services.base import ManagedProcess, free_port
 
 from .gwtools import publish_all, running, wait_for
 

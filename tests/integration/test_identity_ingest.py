@@ -23,18 +23,13 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from gateway.auth import issue_token
+from gateway.api.auth import issue_token
 from gateway.core.config import Settings
 from gateway.provisioning.dynsec import DynsecProvisioner
-from gateway.service import Gateway
-from gateway.services import (
-    LOOPBACK,
-    ManagedProcess,
-    MosquittoConfig,
-    free_port,
-    influx_query,
-    start_mosquitto,
-)
+from gateway.runtime.service import Gateway
+from gateway.services.base import LOOPBACK, ManagedProcess, free_port
+from gateway.services.influxdb import influx_query
+from gateway.services.mosquitto import MosquittoConfig, start_mosquitto
 from tests.integration.gwtools import running, wait_for
 from tests.integration.test_dynsec import connect
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gateway.core.config import Settings
-from gateway.service import Gateway
-from gateway.services import ManagedProcess
+from gateway.runtime.service import Gateway
+from gateway.services.base import ManagedProcess
 
 from .gwtools import publish_all, rows, running, wait_for
 

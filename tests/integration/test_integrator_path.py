@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from gateway.__main__ import main as gateway_cli
+from gateway.cli.main import main as gateway_cli
 from gateway.core.config import Settings
 from gateway.provisioning.dynsec import DynsecProvisioner
-from gateway.service import Gateway
-from gateway.services import ManagedProcess, free_port, start_mosquitto
+from gateway.runtime.service import Gateway
+from gateway.services.base import ManagedProcess, free_port
+from gateway.services.mosquitto import start_mosquitto
 from simulators.__main__ import main as simulators_cli
 
 from .gwtools import running, wait_for

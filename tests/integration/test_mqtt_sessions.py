@@ -24,8 +24,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from gateway.core.config import Settings
-from gateway.service import Gateway
-from gateway.services import ManagedProcess, start_mosquitto
+from gateway.runtime.service import Gateway
+from gateway.services.base import ManagedProcess
+from gateway.services.mosquitto import start_mosquitto
 from gateway.sources.mqtt import wire
 from gateway.sources.mqtt.source import MqttSource, SourceOptions
 from tests.conftest import ServerFactory

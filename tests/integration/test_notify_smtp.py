@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from gateway.notify.dispatch import Channel, Dispatcher, EmailNotifier, NotifyError
-from gateway.services import free_port
+from gateway.services.base import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from gateway.core.config import Settings
-from gateway.service import Gateway
-from gateway.services import ManagedProcess
+from gateway.runtime.service import Gateway
+from gateway.services.base import ManagedProcess
 
 from .gwtools import influx_query, publish_all, rows, running, wait_for
 from .test_ingest_end_to_end import HIERARCHY

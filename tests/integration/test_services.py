@@ -20,15 +20,10 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway import services
-from gateway.services import (
-    BinaryNotFoundError,
-    ManagedProcess,
-    MosquittoConfig,
-    ServiceStartError,
-    free_port,
-    influx_query,
-)
+from gateway.services import base, influxdb, manager, mosquitto
+from gateway.services.base import BinaryNotFoundError, ManagedProcess, ServiceStartError, free_port
+from gateway.services.influxdb import influx_query
+from gateway.services.mosquitto import MosquittoConfig
 
 pytestmark = pytest.mark.integration
 
@@ -159,7 +154,7 @@ def test_kill_then_start(
     private_mosquitto: ServerFactory, private_influxdb: ServerFactory, tmp_path: Path
 ) -> None:
     broker, influx = private_mosquitto(), private_influxdb()
-    services.create_influx_database(influx.url, "durable")
+    influxdb.create_influx_database(influx.url, "durable")
     influx_write(influx.url, "durable", "env,device_id=dev-1 temperature=3 1700000000")
     for proc in (broker, influx):
         pid = proc.pid
@@ -182,7 +177,7 @@ def test_context_manager_starts_and_stops(tmp_path: Path) -> None:
     with ManagedProcess(config) as proc:
         pid = proc.pid
         assert proc.is_running()
-        assert services.probe_mqtt(config.port)
+        assert mosquitto.probe_mqtt(config.port)
         assert ManagedProcess.attach(config) is not None
     assert not proc.is_running()
     assert not Path(f"/proc/{pid}").exists()
@@ -203,15 +198,15 @@ def test_missing_binary_tells_how_to_install(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(services, "_SBIN_DIRS", ())
+    monkeypatch.setattr(base, "_SBIN_DIRS", ())
     with pytest.raises(BinaryNotFoundError, match=r"make test.*apt-get install mosquitto"):
-        services.start_mosquitto(tmp_path)
+        mosquitto.start_mosquitto(tmp_path)
 
 
 def run_cli(*argv: str) -> int:
-    """Parse ``argv`` with a tiny harness around :func:`services.add_cli` and run it."""
+    """Parse ``argv`` with a tiny harness around :func:`manager.add_cli` and run it."""
     parser = argparse.ArgumentParser(prog="gateway")
-    services.add_cli(parser.add_subparsers(dest="command", required=True))
+    manager.add_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     code: int = args.func(args)
     return code

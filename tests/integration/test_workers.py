@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 
 from gateway.core.config import Settings
-from gateway.core.db import make_engine
-from gateway.partition import owned_partitions, partition_of
 from gateway.registry.store import Registry
-from gateway.service import Gateway
-from gateway.services import ManagedProcess
+from gateway.runtime.partition import owned_partitions, partition_of
+from gateway.runtime.schema import make_engine
+from gateway.runtime.service import Gateway
+from gateway.services.base import ManagedProcess
 from gateway.sources.mqtt import wire
 from gateway.sources.mqtt.source import MqttSource, PublishRefusedError, SourceOptions
 

@@ -18,9 +18,9 @@ import gateway.workorders.models  # noqa: F401  (registers the alert tables befo
 from gateway.alerting.alerts import AlertError, AlertService, Transition
 from gateway.alerting.models import Alert
 from gateway.core.clock import ManualClock
-from gateway.core.db import make_engine
 from gateway.registry.models import Staff
 from gateway.registry.store import Registry
+from gateway.runtime.schema import make_engine
 from gateway.workorders.lifecycle import WorkOrderError, WorkOrderService
 from gateway.workorders.models import RuleInfo, WorkOrder, WorkOrderOccurrence
 from gateway.workorders.routing import Router

@@ -9,8 +9,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from gateway.api_models import ApiToken, create_tables
-from gateway.auth import (
+from gateway.api.auth import (
     PERMISSIONS,
     RESOURCES,
     ROLES,
@@ -26,8 +25,9 @@ from gateway.auth import (
     parse_token,
     revoke_token,
 )
-from gateway.core.db import make_engine
+from gateway.api.models import ApiToken, create_tables
 from gateway.registry.models import Node
+from gateway.runtime.schema import make_engine
 
 #   ST ─┬─ A ─┬─ A1 ── A1x
 #       │     └─ A2

@@ -24,9 +24,9 @@ from sqlalchemy import Engine
 from gateway.alerting.alerts import AlertService, Transition
 from gateway.core.clock import ManualClock
 from gateway.core.config import Settings
-from gateway.core.db import make_engine
-from gateway.fleetstats import fleet_lines
 from gateway.registry.store import Registry
+from gateway.runtime.fleetstats import fleet_lines
+from gateway.runtime.schema import make_engine
 from gateway.workorders.models import RuleInfo
 from grafana import DATASOURCE_UID
 from grafana.build import DASHBOARD_DIR, DASHBOARDS, generate, stale, write

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.core.db import make_engine
 from gateway.ingest.pipeline import Rejected
+from gateway.runtime.schema import make_engine
 from gateway.storage.deadletter import DeadLetterStore
 
 MIB = 1 << 20

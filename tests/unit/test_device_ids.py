@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from gateway.core.config import Settings
-from gateway.core.db import make_engine
 from gateway.provisioning.dynsec import (
     DEVICE_MARK,
     device_acls,
@@ -18,6 +17,7 @@ from gateway.provisioning.dynsec import (
 )
 from gateway.registry.device_ids import ReservedNames, device_id_problem, reserved_for
 from gateway.registry.store import Registry, RegistryError
+from gateway.runtime.schema import make_engine
 
 COMMUNITY = Path(__file__).resolve().parents[2] / "fixtures" / "demo_community"
 

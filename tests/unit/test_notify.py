@@ -36,7 +36,7 @@ from gateway.notify.templates import (
     email_recipients,
     render_subject,
 )
-from gateway.services import free_port
+from gateway.services.base import free_port
 
 ALERT: dict[str, Any] = {
     "type": "alert.firing",

@@ -10,7 +10,8 @@ import pytest
 from devices.base import Reading
 from devices.throw_camera.model import ThrowCameraReading
 from gateway.ingest.pipeline import Accepted
-from gateway.partition import (
+from gateway.registry.store import DeviceInfo
+from gateway.runtime.partition import (
     Forwarded,
     ForwardError,
     decode_forward,
@@ -19,7 +20,6 @@ from gateway.partition import (
     partition_of,
     partition_topic,
 )
-from gateway.registry.store import DeviceInfo
 
 CAM = DeviceInfo("cam-1", "throw_camera", "HK", "json", {}, (("street", "ST1"),))
 SMOKE = DeviceInfo("smoke-1", "smoke", "JTY", "json", {})

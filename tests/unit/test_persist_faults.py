@@ -14,9 +14,9 @@ from typing import cast
 import pytest
 
 from gateway.alerting.rulestage import RuleStage
-from gateway.core.db import make_engine
 from gateway.ingest.pipeline import Rejected
-from gateway.persist import Persister, PersistJob
+from gateway.runtime.persist import Persister, PersistJob
+from gateway.runtime.schema import make_engine
 from gateway.storage.deadletter import DeadLetterStore
 from gateway.storage.spool import Spool
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.core.db import make_engine
 from gateway.registry.store import Registry, RegistryError
+from gateway.runtime.schema import make_engine
 
 COMMUNITY = Path(__file__).resolve().parents[2] / "fixtures" / "demo_community"
 HEADER = "device_id,kind,model,codec,node,location,params,installed_at\n"

@@ -10,9 +10,9 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 import gateway.workorders.models  # noqa: F401  (registers the alert tables before make_engine)
-from gateway.core.db import make_engine
 from gateway.registry.models import LEVELS
 from gateway.registry.store import Registry
+from gateway.runtime.schema import make_engine
 from gateway.workorders.routing import (
     CATEGORY_ROLES,
     HANDLING_ROLES,

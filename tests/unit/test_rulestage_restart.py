@@ -7,9 +7,9 @@ from pathlib import Path
 
 from gateway.alerting.rulestage import RuleStage
 from gateway.core.clock import ManualClock
-from gateway.core.db import make_engine
 from gateway.ingest.pipeline import Accepted
 from gateway.registry.store import DeviceInfo
+from gateway.runtime.schema import make_engine
 
 #: A smoke offline rule with a 2 s absence (shared with test_workers).
 OFFLINE_FAST = """rules:

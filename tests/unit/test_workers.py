@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from gateway.__main__ import _settings, build_parser
+from gateway.cli.main import _settings, build_parser
 from gateway.core.clock import ManualClock
 from gateway.core.config import Settings
-from gateway.core.db import make_engine
-from gateway.partition import Forwarded, owned_partitions, partition_of
 from gateway.registry.store import DeviceInfo
-from gateway.workers import PartitionedRuleStage, all_of
+from gateway.runtime.partition import Forwarded, owned_partitions, partition_of
+from gateway.runtime.schema import make_engine
+from gateway.runtime.workers import PartitionedRuleStage, all_of
 from tests.unit.test_rulestage_restart import OFFLINE_FAST
 
 

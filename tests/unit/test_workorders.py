@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 import gateway.workorders.models  # noqa: F401  (registers the alert tables before make_engine)
 from gateway.alerting.alerts import AlertService, Transition
 from gateway.core.clock import ManualClock
-from gateway.core.db import make_engine
 from gateway.registry.models import Staff
 from gateway.registry.store import Registry
+from gateway.runtime.schema import make_engine
 from gateway.workorders.lifecycle import Action, WorkOrderError, WorkOrderService
 from gateway.workorders.models import STEPS, RuleInfo, WorkOrder, WorkOrderEvent
 from gateway.workorders.routing import Router

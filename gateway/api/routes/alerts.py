@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 from devices import KINDS
 from gateway.alerting.alerts import AlertError, AlertService, alerts_query
 from gateway.alerting.models import Alert
+from gateway.api.auth import NotInScopeError, Principal
 from gateway.api.deps import AlertsDep, PrincipalDep, in_scope, place_clause
 from gateway.api.errors import UnprocessableError
 from gateway.api.schemas import ErrorBody
 from gateway.api.schemas_ops import AlertPage, AlertPublic, AlertState
-from gateway.auth import NotInScopeError, Principal
 from rules.model import Severity
 
 router = APIRouter(

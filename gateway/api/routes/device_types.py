@@ -9,9 +9,9 @@ import yaml
 from fastapi import APIRouter
 
 from devices import KINDS, load_kind
+from gateway.api.auth import NotInScopeError
 from gateway.api.deps import PrincipalDep
 from gateway.api.schemas import DeviceTypePublic, ErrorBody, FieldPublic
-from gateway.auth import NotInScopeError
 
 router = APIRouter(
     prefix="/device-types",

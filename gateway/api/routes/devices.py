@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from devices import KINDS
 from gateway.api import device_ops, importing
+from gateway.api.auth import Principal
 from gateway.api.context import ApiContext, DeviceStatus
 from gateway.api.deps import ContextDep, PrincipalDep, SessionDep
 from gateway.api.errors import UnavailableError, UnprocessableError
@@ -30,7 +31,6 @@ from gateway.api.schemas import (
     ImportResult,
     ReadingsPublic,
 )
-from gateway.auth import Principal
 from gateway.storage.deadletter import DeadLetter
 
 logger = logging.getLogger(__name__)

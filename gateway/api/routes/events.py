@@ -20,11 +20,11 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from gateway.api.auth import Principal, token_problem
 from gateway.api.context import ApiContext
 from gateway.api.deps import ContextDep, HubDep, StreamPrincipalDep, codes_in_scope, path_codes
 from gateway.api.errors import UnavailableError
 from gateway.api.schemas import ErrorBody
-from gateway.auth import Principal, token_problem
 from gateway.notify.live import SSE_HEADERS, Subscription, format_frame
 
 logger = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
+from gateway.api.auth import ForbiddenError
 from gateway.api.deps import ContextDep, PrincipalDep
 from gateway.api.schemas import ErrorBody, Liveness
-from gateway.auth import ForbiddenError
 from gateway.core.metrics import Sample, prometheus_text
 
 logger = logging.getLogger(__name__)

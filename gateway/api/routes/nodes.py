@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from gateway.api.auth import ForbiddenError, NodeIndex, NodeRow, NotInScopeError, Principal
 from gateway.api.deps import PrincipalDep, SessionDep
 from gateway.api.errors import UnprocessableError
 from gateway.api.schemas import (
@@ -20,7 +21,6 @@ from gateway.api.schemas import (
     StaffPublic,
     StaffUpdate,
 )
-from gateway.auth import ForbiddenError, NodeIndex, NodeRow, NotInScopeError, Principal
 from gateway.registry.models import Node, Staff
 from gateway.workorders.routing import grant_problem
 

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from devices import KINDS, load_kind
 from gateway.api import device_ops
+from gateway.api.auth import ForbiddenError, NodeIndex, NotInScopeError, Principal
 from gateway.api.context import ApiContext, InfluxReader
 from gateway.api.deps import ContextDep, PrincipalDep, RuleStageDep, SessionDep
 from gateway.api.errors import UnavailableError, UnprocessableError
@@ -44,7 +45,6 @@ from gateway.api.schemas_rules import (
     rule_public,
     validated_rule,
 )
-from gateway.auth import ForbiddenError, NodeIndex, NotInScopeError, Principal
 from gateway.registry.models import LEVELS, Device
 from rules import Engine as RuleEngine
 from rules import Observation, Rule, RuleSet, Transition

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from sqlalchemy.orm import Session
 
+from gateway.api.auth import NotInScopeError, Principal
 from gateway.api.deps import OrdersDep, PrincipalDep, SessionDep, in_scope, place_clause
 from gateway.api.errors import ConflictError, UnprocessableError
 from gateway.api.routes.alerts import page_of
@@ -31,7 +32,6 @@ from gateway.api.schemas_ops import (
     WorkOrderRating,
     WorkOrderTransition,
 )
-from gateway.auth import NotInScopeError, Principal
 from gateway.registry.models import Staff
 from gateway.workorders.lifecycle import WorkOrderError, WorkOrderService
 from gateway.workorders.models import ACTIVE_ORDER_STATES, WorkOrder, breach_of, orders_query

@@ -20,17 +20,12 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from devices import KINDS
-from gateway.auth import issue_token
+from gateway.api.auth import issue_token
 from gateway.core.config import Settings
-from gateway.service import Gateway
-from gateway.services import (
-    ServiceError,
-    Services,
-    ServiceStatus,
-    free_port,
-    influx_query,
-    port_is_free,
-)
+from gateway.runtime.service import Gateway
+from gateway.services.base import ServiceError, free_port, port_is_free
+from gateway.services.influxdb import influx_query
+from gateway.services.manager import Services, ServiceStatus
 
 COMMUNITY = Path("fixtures/demo_community")
 INCIDENTS = (

@@ -1,8 +1,7 @@
-"""Tables of the REST API (SQLAlchemy 2, on ``gateway.db.Base``): API tokens.
+"""Tables of the REST API (SQLAlchemy 2, on ``gateway.core.db.Base``): API tokens.
 
-``gateway.db.make_engine`` creates every table registered on ``Base`` at that moment,
-so this module must be imported before it runs (``gateway/db.py`` should import it);
-:func:`create_tables` also creates the tables on an engine made earlier.
+``gateway.runtime.schema.make_engine`` creates them with every other table;
+:func:`create_tables` creates them on an engine made otherwise (``create_app`` calls it).
 """
 
 from __future__ import annotations

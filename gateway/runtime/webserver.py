@@ -11,23 +11,59 @@ import contextlib
 import logging
 from collections.abc import Generator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import uvicorn
 from fastapi import FastAPI
+from sqlalchemy import Engine
 
 from devices import load_kind
+from gateway.alerting.rulestage import RuleStage
 from gateway.api.app import create_app
 from gateway.api.context import DeviceStatus
-from gateway.core.metrics import label_text
+from gateway.core.config import Settings
+from gateway.core.metrics import Sample, label_text
+from gateway.ingest.pipeline import Pipeline
+from gateway.notify.live import EventHub
 from gateway.provisioning.dynsec import DynsecProvisioner, Provisioner
 from gateway.registry.device_ids import reserved_for
-from gateway.services import ServiceError, influx_query
-
-if TYPE_CHECKING:
-    from gateway.service import Gateway
+from gateway.runtime.readiness import Report
+from gateway.services.base import ServiceError
+from gateway.services.influxdb import influx_query
 
 log = logging.getLogger(__name__)
+
+
+class ServedGateway(Protocol):
+    """What the API reads of the running gateway and calls on it (``runtime.service.Gateway``
+    is one; this module does not import it, which imports this one when it serves the API)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def pipeline(self) -> Pipeline: ...
+    @property
+    def rules(self) -> RuleStage: ...
+    @property
+    def hub(self) -> EventHub: ...
+    def samples(self) -> list[Sample]:
+        """Every counter and gauge of the gateway."""
+        ...
+
+    def readiness(self) -> Report:
+        """Whether every part ingest needs works."""
+        ...
+
+    def reload_rules_now(self) -> None:
+        """Reload the site rules at once."""
+        ...
+
+    def device_changed(self, device_id: str) -> None:
+        """The registry changed for a device."""
+        ...
+
 
 _IDENT_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-")
 
@@ -58,7 +94,7 @@ class InfluxV1Reader:
         return out
 
 
-def status_source(gateway: Gateway) -> Any:
+def status_source(gateway: ServedGateway) -> Any:
     """Last seen and online state of a device, from what the pipeline received."""
 
     def status(device_id: str) -> DeviceStatus | None:
@@ -76,7 +112,7 @@ def status_source(gateway: Gateway) -> Any:
     return status
 
 
-def metrics_source(gateway: Gateway) -> Any:
+def metrics_source(gateway: ServedGateway) -> Any:
     """The gateway's samples keyed by Prometheus name with labels."""
 
     def metrics() -> Mapping[str, float]:
@@ -85,7 +121,7 @@ def metrics_source(gateway: Gateway) -> Any:
     return metrics
 
 
-def build_app(gateway: Gateway) -> FastAPI:
+def build_app(gateway: ServedGateway) -> FastAPI:
     """The API around a running gateway."""
     settings = gateway.settings
     provisioner: Provisioner | None = None
@@ -129,7 +165,7 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-def make_server(gateway: Gateway) -> uvicorn.Server:
+def make_server(gateway: ServedGateway) -> uvicorn.Server:
     """A uvicorn server for the gateway's API; ``await server.serve()`` on its loop and set
     ``should_exit`` to stop it."""
     config = uvicorn.Config(

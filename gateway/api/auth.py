@@ -23,7 +23,7 @@ from typing import Literal, get_args
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from gateway.api_models import ApiToken
+from gateway.api.models import ApiToken
 from gateway.registry.models import Node
 
 Role = Literal["admin", "integrator", "manager", "grid_member", "read_only"]

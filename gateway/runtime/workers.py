@@ -1,7 +1,7 @@
 """Worker mode: the two stages of a gateway that shares its subscription with others.
 
 Stateless stage (``forward``): a batch from the shared subscription is decoded and written
-as usual; its valid readings go to their rule partitions (see ``gateway.partition``). The
+as usual; its valid readings go to their rule partitions (see ``gateway.runtime.partition``). The
 batch is acknowledged once its points and dead letters are durable *and* the broker has
 acknowledged every forward.
 
@@ -30,7 +30,8 @@ from gateway.alerting.rulestage import Event, Outcome, RuleStage
 from gateway.core.clock import Clock
 from gateway.core.config import Settings
 from gateway.ingest.pipeline import Accepted
-from gateway.partition import (
+from gateway.registry.store import DeviceInfo
+from gateway.runtime.partition import (
     Forwarded,
     ForwardError,
     decode_forward,
@@ -38,8 +39,7 @@ from gateway.partition import (
     partition_of,
     partition_topic,
 )
-from gateway.persist import Persister, PersistJob
-from gateway.registry.store import DeviceInfo
+from gateway.runtime.persist import Persister, PersistJob
 from gateway.sources.mqtt.source import Batch, MqttSource, SourceOptions
 from gateway.sources.mqtt.wire import ConnectOptions
 from rules import Observation

@@ -8,7 +8,7 @@ acknowledged: the broker redelivers it.
 
 Shutdown is bounded by ``shutdown_timeout_s`` whatever state the spool or database is in:
 each step gets what is left of that budget, and what is not acknowledged by then stays in
-the broker's session. Readiness (:mod:`gateway.readiness`) covers every part ingest needs.
+the broker's session. Readiness (:mod:`gateway.runtime.readiness`) covers every part ingest needs.
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ import math
 import os
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
@@ -31,28 +30,21 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.alerting.rulestage import RuleStage
 from gateway.core.clock import Clock, SystemClock
 from gateway.core.config import Settings
-from gateway.core.db import make_engine
 from gateway.core.gctune import tune_for_service
 from gateway.core.metrics import Sample, influx_lines
 from gateway.core.supervise import SupervisedThread
-from gateway.fleetstats import fleet_lines
-from gateway.gateway_metrics import gateway_samples
 from gateway.ingest.pipeline import BatchResult, Pipeline, Rejected, registry_lookup
 from gateway.notify.dispatch import Dispatcher
 from gateway.notify.live import EventHub
-from gateway.partition import owned_partitions
-from gateway.persist import Persister, PersistJob
-from gateway.readiness import IngestParts, Report, check
 from gateway.registry.store import DeviceInfo, Registry
-from gateway.sources.mqtt import wire as mqtt_wire
-from gateway.sources.mqtt.receipts import Receipts
-from gateway.sources.mqtt.source import RECEIVE_STEP_NS, Batch, MqttSource, SourceOptions
-from gateway.storage.deadletter import DeadLetterStore
-from gateway.storage.drainer import Drainer
-from gateway.storage.influx import LineWriter
-from gateway.storage.spool import Spool, SpoolFullError
-from gateway.wiring import ensure_database, make_writer, notification_channels
-from gateway.workers import (
+from gateway.runtime.fleetstats import fleet_lines
+from gateway.runtime.metrics import Counters, gateway_samples
+from gateway.runtime.partition import owned_partitions
+from gateway.runtime.persist import Persister, PersistJob
+from gateway.runtime.readiness import IngestParts, Report, check
+from gateway.runtime.schema import make_engine
+from gateway.runtime.wiring import ensure_database, make_writer, notification_channels
+from gateway.runtime.workers import (
     DRAIN_TIMEOUT_S,
     WORKER_MAX_UNACKED_BATCHES,
     PartitionedRuleStage,
@@ -62,23 +54,17 @@ from gateway.workers import (
     rule_consumer_options,
     shared_source_options,
 )
+from gateway.sources.mqtt import wire as mqtt_wire
+from gateway.sources.mqtt.receipts import Receipts
+from gateway.sources.mqtt.source import RECEIVE_STEP_NS, Batch, MqttSource, SourceOptions
+from gateway.storage.deadletter import DeadLetterStore
+from gateway.storage.drainer import Drainer
+from gateway.storage.influx import LineWriter
+from gateway.storage.spool import Spool, SpoolFullError
 
 log = logging.getLogger(__name__)
 
 MAX_UNACKED_BATCHES = 4
-
-
-@dataclass(slots=True)
-class Counters:
-    """Cumulative counts since start (exported as gateway_stats and /metrics)."""
-
-    messages: Counter[str] = field(default_factory=Counter)
-    points: int = 0
-    batches: int = 0
-    dead_letters: Counter[str] = field(default_factory=Counter)
-    acked_batches: int = 0
-    last_batch_size: int = 0
-    last_batch_process_s: float = 0.0
 
 
 class Gateway:
@@ -211,7 +197,7 @@ class Gateway:
         ]
         api = None
         if self.settings.api_port:
-            from gateway.webserver import make_server
+            from gateway.runtime.webserver import make_server
 
             api = make_server(self)
             tasks.append(asyncio.create_task(self._serve_api(api)))

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gateway.core.supervise import SupervisedThread
-from gateway.persist import Persister
+from gateway.runtime.persist import Persister
 from gateway.storage.drainer import Drainer
 from gateway.storage.spool import Spool
 

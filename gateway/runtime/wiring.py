@@ -1,5 +1,5 @@
 """How the gateway's collaborators are built from the settings: notification channels and
-the InfluxDB writer (kept apart from :mod:`gateway.service`, which runs them)."""
+the InfluxDB writer (kept apart from :mod:`gateway.runtime.service`, which runs them)."""
 
 from __future__ import annotations
 

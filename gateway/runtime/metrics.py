@@ -3,15 +3,63 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Protocol
 
+from gateway.alerting.rulestage import RuleStage
 from gateway.core.metrics import Sample
+from gateway.core.supervise import SupervisedThread
+from gateway.runtime.persist import Persister
+from gateway.runtime.readiness import Report
+from gateway.runtime.workers import RuleConsumer
+from gateway.sources.mqtt.source import MqttSource
+from gateway.storage.deadletter import DeadLetterStore
+from gateway.storage.drainer import Drainer
+from gateway.storage.spool import Spool
 
-if TYPE_CHECKING:
-    from gateway.service import Gateway
+
+@dataclass(slots=True)
+class Counters:
+    """Cumulative counts since start (exported as gateway_stats and /metrics)."""
+
+    messages: Counter[str] = field(default_factory=Counter)
+    points: int = 0
+    batches: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    acked_batches: int = 0
+    last_batch_size: int = 0
+    last_batch_process_s: float = 0.0
 
 
-def gateway_samples(gw: Gateway) -> list[Sample]:
+class MeteredGateway(Protocol):
+    """The parts of a running gateway its metrics are read from (``runtime.service.Gateway``
+    is one; this module does not import it, which imports this one)."""
+
+    @property
+    def counters(self) -> Counters: ...
+    @property
+    def drainer(self) -> Drainer: ...
+    @property
+    def persister(self) -> Persister: ...
+    @property
+    def rules(self) -> RuleStage: ...
+    @property
+    def spool(self) -> Spool: ...
+    @property
+    def source(self) -> MqttSource: ...
+    @property
+    def dead_letters(self) -> DeadLetterStore: ...
+    @property
+    def threads(self) -> list[SupervisedThread]: ...
+    @property
+    def rule_consumer(self) -> RuleConsumer | None: ...
+    def readiness(self) -> Report:
+        """Whether every part ingest needs works."""
+        ...
+
+
+def gateway_samples(gw: MeteredGateway) -> list[Sample]:
     """Every counter and gauge of the gateway (for /metrics and gateway_stats)."""
     c = gw.counters
     d = gw.drainer.stats
