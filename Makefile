@@ -17,9 +17,12 @@ test: system-deps $(STAMP)
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
+# lint-imports checks the import contracts of pyproject.toml (make test runs them too:
+# tests/unit/test_import_contracts.py).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
