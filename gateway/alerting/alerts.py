@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from gateway.alerting.models import Alert, alert_dict
+from gateway.core.backoff import Backoff
 from gateway.core.clock import Clock, from_ns, iso
 from gateway.core.db import json_values
 from gateway.workorders.lifecycle import Event, Events, EventSink, WorkOrderService, emit_all
@@ -39,6 +40,9 @@ from gateway.workorders.routing import Router, path_string
 __all__ = ["AlertError", "AlertService", "RuleInfo", "Transition", "TransitionLike"]
 
 log = logging.getLogger(__name__)
+
+#: Waits between attempts when SQLite says the database is locked (0.02, 0.04, … s).
+LOCKED_BACKOFF = Backoff(first_s=0.02, max_s=1.0)
 T = TypeVar("T")
 
 
@@ -356,5 +360,5 @@ class AlertService:
             except OperationalError as err:
                 if attempt == self.attempts or "locked" not in str(err).lower():
                     raise
-                time.sleep(0.01 * 2**attempt)
+                time.sleep(LOCKED_BACKOFF.delay(attempt))
         raise AssertionError("unreachable: the last attempt returns or raises")

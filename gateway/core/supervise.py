@@ -19,6 +19,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from gateway.core.backoff import Backoff, Retry
+
 log = logging.getLogger(__name__)
 
 #: This many restarts within the window count as flapping (not ready).
@@ -64,7 +66,7 @@ class SupervisedThread:
         return self._thread.is_alive()
 
     def _loop(self) -> None:
-        delay = self.backoff_min_s
+        retry = Retry(Backoff(self.backoff_min_s, self.backoff_max_s))
         while True:
             began = time.monotonic()
             try:
@@ -76,7 +78,8 @@ class SupervisedThread:
                     return
                 now = time.monotonic()
                 if now - began > 2 * self.backoff_max_s:
-                    delay = self.backoff_min_s  # it had been running well: not a loop
+                    retry.reset()  # it had been running well: not a loop
+                delay = retry.next_delay()
                 self.restarts += 1
                 self.last_error = f"{type(err).__name__}: {err}"[:300]
                 self._recent.append(now)
@@ -84,7 +87,6 @@ class SupervisedThread:
                 log.exception("thread %s failed; restarting in %.1f s", self.name, delay)
             if self._stopping.wait(delay):
                 return
-            delay = min(delay * 2, self.backoff_max_s)
             self._down_since = None
             log.warning("thread %s restarted (restart %d)", self.name, self.restarts)
 

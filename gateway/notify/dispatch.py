@@ -24,6 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from gateway.core.backoff import Backoff
 from gateway.notify.templates import (
     RATE_LIMIT_CODES,
     TEMPLATES,
@@ -94,8 +95,8 @@ class RetryPolicy:
 
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         """Seconds to wait after failed ``attempt`` (1-based); Retry-After (capped) is a floor."""
-        ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** min(attempt - 1, 30))
-        wait = rng.uniform(ceiling / 2, ceiling)  # "equal jitter": spread, but never instant
+        # "equal jitter": spread, but never instant
+        wait = Backoff(self.base_delay_s, self.max_delay_s, "equal").delay(attempt, rng)
         if retry_after is not None:
             wait = max(wait, min(max(retry_after, 0.0), self.retry_after_cap_s))
         return wait

@@ -34,6 +34,7 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 
 from gateway.alerting.rulestage import Outcome, RuleStage
+from gateway.core.backoff import Backoff
 from gateway.core.supervise import SupervisedThread
 from gateway.ingest.pipeline import Rejected
 from gateway.storage.deadletter import DeadLetterStore
@@ -41,8 +42,8 @@ from gateway.storage.spool import Spool
 
 log = logging.getLogger(__name__)
 
-RETRY_MIN_S = 0.1
-RETRY_MAX_S = 2.0
+#: Spool and database failures are retried without end (nothing is dropped), at most 2 s apart.
+RETRY_BACKOFF = Backoff(first_s=0.1, max_s=2.0)
 
 
 @dataclass(slots=True)
@@ -230,12 +231,12 @@ class Persister:
     ) -> Exception | None:
         """Run ``action`` (which resumes where it failed); on failure wait with backoff and
         run it again (never drop), until it succeeds or we are stopping."""
-        delay = RETRY_MIN_S
         for attempt in range(1, 1 << 62):
             try:
                 action()
             except Exception as err:
                 self.retries += 1
+                delay = RETRY_BACKOFF.delay(attempt)
                 if stage not in self.failing:
                     self.failing[stage] = (time.monotonic(), f"{type(err).__name__}: {err}"[:300])
                 if attempt == 1 or attempt % 30 == 0:
@@ -245,7 +246,6 @@ class Persister:
                     )  # fmt: skip
                 if final or self._stopping.wait(delay):
                     return err
-                delay = min(delay * 2, RETRY_MAX_S)
                 continue
             if self.failing.pop(stage, None) is not None:
                 log.warning("persisting to the %s again after %d attempts", stage, attempt)

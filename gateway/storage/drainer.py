@@ -13,13 +13,13 @@ without a successful write, which ``/health/ready`` reports once it passes a bou
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from gateway.core.backoff import Backoff, Retry
 from gateway.core.supervise import SupervisedThread
 from gateway.storage.influx import LineWriter, WriteError
 from gateway.storage.spool import Chunk, Spool
@@ -107,7 +107,7 @@ class Drainer:
         return self.spool.depth_bytes() == 0
 
     def _run(self) -> None:
-        delay = self.backoff_min_s
+        retry = Retry(Backoff(self.backoff_min_s, self.backoff_max_s, jitter="above_first"))
         while not self._stop.is_set():
             if not self.spool.wait_for_data(0.5):
                 self.stats.pending_since = None
@@ -119,11 +119,11 @@ class Drainer:
             except (WriteError, OSError) as err:
                 self.stats.retries += 1
                 self.stats.last_error = str(err)
-                log.warning("InfluxDB write failed, retrying in <= %.1f s: %s", delay, err)
-                self._stop.wait(random.uniform(self.backoff_min_s, delay))
-                delay = min(delay * 2, self.backoff_max_s)
+                wait = retry.next_delay()
+                log.warning("InfluxDB write failed, retrying in <= %.1f s: %s", retry.ceiling, err)
+                self._stop.wait(wait)
                 continue
-            delay = self.backoff_min_s
+            retry.reset()
 
     def _drain_once(self) -> None:
         chunks = self._read_chunks()

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from gateway.core.backoff import Backoff, Retry
 from gateway.sources.mqtt import wire
 from gateway.sources.mqtt.protocol import Connection
 
@@ -146,7 +146,8 @@ class MqttSession:
 
     async def _run(self) -> None:
         opts = self.options
-        delay = opts.reconnect_min_s
+        # Full jitter keeps a fleet of gateways from reconnecting in lockstep.
+        retry = Retry(Backoff(opts.reconnect_min_s, opts.reconnect_max_s, jitter="full"))
         while not self._stopping:
             self._session_ok = False
             try:
@@ -162,8 +163,6 @@ class MqttSession:
             self.connected.clear()
             if self._stopping:
                 break
-            # Full jitter keeps a fleet of gateways from reconnecting in lockstep.
-            wait = random.uniform(0, delay)
             if self._session_ok:
                 # The connection worked: whatever ended it (a broker restart, a takeover of
                 # our client id), start the backoff afresh rather than where it last was,
@@ -171,11 +170,11 @@ class MqttSession:
                 # what devices publish goes to it or nowhere while it holds it (Mosquitto
                 # 2.0 closes a taken-over connection without saying so). Not after a short
                 # one: two clients taking one id from each other would spin.
-                delay = opts.reconnect_min_s
-                stable = time.monotonic() - self._subscribed_at >= STABLE_SESSION_S
-                wait = 0.0 if stable else random.uniform(0, delay)
+                retry.reset()
+            wait = retry.next_delay()
+            if self._session_ok and time.monotonic() - self._subscribed_at >= STABLE_SESSION_S:
+                wait = 0.0
             await asyncio.sleep(wait)
-            delay = min(delay * 2, opts.reconnect_max_s)
             self.reconnects += 1
             self._on_event("reconnect")
 
