@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -51,13 +51,29 @@ class FieldSpec:
     choices: tuple[str, ...] = ()
 
 
+def bounded(specs: Iterable[FieldSpec], key: str, **more: Any) -> Any:
+    """The pydantic ``Field`` (default None) of ``key`` with the range of its spec as ``ge``
+    and ``le``: a field's range is written once, in the kind's field table, and its model
+    takes it from there. ``more`` adds what is no range (``max_length``, ``description``).
+
+    The constraints are pydantic's own, so the validators (and the JSON fast path) are the
+    same as with the numbers written in the model.
+    """
+    spec = next((s for s in specs if s.key == key), None)
+    if spec is None:
+        raise KeyError(f"no field spec {key!r}")
+    if spec.minimum is None and spec.maximum is None:
+        raise ValueError(f"field spec {key!r} has no range to bound the model field with")
+    return Field(default=None, ge=spec.minimum, le=spec.maximum, **more)
+
+
 #: Fields every kind may carry (signal, battery, firmware, sequence number).
 COMMON_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("battery", "float", "%", 0, 100, "battery level; absent for mains devices"),
     FieldSpec("rsrp", "float", "dBm", -140, -44, "NB-IoT reference signal received power"),
     FieldSpec("snr", "float", "dB", -20, 30, "NB-IoT signal-to-noise ratio"),
     FieldSpec("rssi", "float", "dBm", -140, 0, "received signal strength (LoRaWAN, Wi-Fi)"),
-    FieldSpec("seq", "int", "", 0, float(2**63 - 1), "device sequence number (int64)"),
+    FieldSpec("seq", "int", "", 0, 2**63 - 1, "device sequence number (int64)"),
     FieldSpec("fw", "str", "", None, None, "firmware version"),
 )
 
@@ -135,13 +151,13 @@ class Reading(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     ts: int | None = None
-    seq: int | None = Field(default=None, ge=0, le=2**63 - 1)  # InfluxDB integers are int64
+    seq: int | None = bounded(COMMON_FIELDS, "seq")  # InfluxDB integers are int64
     device_id: str | None = Field(default=None, max_length=128)
     fw: str | None = Field(default=None, max_length=64)
-    battery: float | None = Field(default=None, ge=0, le=100)
-    rsrp: float | None = Field(default=None, ge=-140, le=-44)
-    snr: float | None = Field(default=None, ge=-20, le=30)
-    rssi: float | None = Field(default=None, ge=-140, le=0)
+    battery: float | None = bounded(COMMON_FIELDS, "battery")
+    rsrp: float | None = bounded(COMMON_FIELDS, "rsrp")
+    snr: float | None = bounded(COMMON_FIELDS, "snr")
+    rssi: float | None = bounded(COMMON_FIELDS, "rssi")
 
     @field_validator("ts", mode="before")
     @classmethod

@@ -6,10 +6,10 @@ import math
 from collections.abc import Mapping
 from typing import Any, Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 from pydantic_core import PydanticCustomError
 
-from devices.base import COMMON_FIELDS, FieldSpec, Reading
+from devices.base import COMMON_FIELDS, FieldSpec, Reading, bounded
 
 Position = Literal["normal", "tilt"]
 BinEvent = Literal["emptied", "overflow", "fire", "tilt"]
@@ -20,6 +20,16 @@ EVENTS: tuple[str, ...] = ("emptied", "overflow", "fire", "tilt")
 #: Model limit of the EM310-UDL ultrasonic range, in millimetres.
 MAX_DISTANCE_MM = 4500
 
+#: The field table: the model's ranges come from here.
+FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("distance", "int", "mm", 0, MAX_DISTANCE_MM, "lid to waste surface"),
+    FieldSpec("fill", "float", "%", 0, 100, "100 × (depth − distance) / depth, clamped"),
+    FieldSpec("temperature", "float", "°C", -30, 85, "inside the bin; a sharp rise means fire"),
+    FieldSpec("position", "str", "", None, None, "bin knocked over or lid open", POSITIONS),
+    FieldSpec("event", "str", "", None, None, "what an event message reports", EVENTS),
+    *COMMON_FIELDS,
+)
+
 
 class BinReading(Reading):
     """One bin report: distance to the waste and/or fill %, temperature, position.
@@ -28,9 +38,9 @@ class BinReading(Reading):
     bin's ``depth_mm`` install parameter); an event message (``event`` set) need not.
     """
 
-    distance: int | None = Field(default=None, ge=0, le=MAX_DISTANCE_MM)
-    fill: float | None = Field(default=None, ge=0, le=100)
-    temperature: float | None = Field(default=None, ge=-30, le=85)
+    distance: int | None = bounded(FIELDS, "distance")
+    fill: float | None = bounded(FIELDS, "fill")
+    temperature: float | None = bounded(FIELDS, "temperature")
     position: Position | None = None
     event: BinEvent | None = None
 
@@ -42,16 +52,6 @@ class BinReading(Reading):
                 "missing", "bin telemetry needs distance (mm) or fill (%), found neither"
             )
         return self
-
-
-FIELDS: tuple[FieldSpec, ...] = (
-    FieldSpec("distance", "int", "mm", 0, MAX_DISTANCE_MM, "lid to waste surface"),
-    FieldSpec("fill", "float", "%", 0, 100, "100 × (depth − distance) / depth, clamped"),
-    FieldSpec("temperature", "float", "°C", -30, 85, "inside the bin; a sharp rise means fire"),
-    FieldSpec("position", "str", "", None, None, "bin knocked over or lid open", POSITIONS),
-    FieldSpec("event", "str", "", None, None, "what an event message reports", EVENTS),
-    *COMMON_FIELDS,
-)
 
 
 def depth_mm(params: Mapping[str, str]) -> float | None:

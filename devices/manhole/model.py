@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, Self, TypeGuard
+from typing import Any, Literal, Self, TypeGuard
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 from pydantic_core import PydanticCustomError
 
-from devices.base import COMMON_FIELDS, FieldSpec, Reading
+from devices.base import COMMON_FIELDS, FieldSpec, Reading, bounded
 
 CoverState = Literal["normal", "tilted", "opened", "displaced"]
 ManholeEvent = Literal["opened", "tilted", "displaced", "flood", "gas", "vibration"]
@@ -36,47 +36,15 @@ MEASUREMENTS: tuple[str, ...] = (
     "event",
 )
 
-Angle = Annotated[float, Field(ge=-180, le=180)]
+#: Angles are degrees from the installed position, -180..180 (tilt 0..180).
+MAX_ANGLE = 180
 
-
-class ManholeReading(Reading):
-    """One manhole cover report: angles, overall tilt, cover state, water and gas levels.
-
-    Angles are relative to the installed (calibrated) position; ``tilt`` is derived from
-    ``angle_x`` and ``angle_y`` when the device does not send it (see ``derive_tilt``), and
-    ``water_gap`` from ``water_level`` and the ``depth_cm`` install parameter.
-    """
-
-    angle_x: Angle | None = None
-    angle_y: Angle | None = None
-    angle_z: Angle | None = None
-    tilt: float | None = Field(default=None, ge=0, le=180)
-    state: CoverState | None = None
-    water_level: float | None = Field(default=None, ge=0, le=MAX_DEPTH_CM)
-    water_gap: float | None = Field(default=None, ge=-MAX_DEPTH_CM, le=MAX_DEPTH_CM)
-    ch4: float | None = Field(default=None, ge=0, le=100)
-    h2s: float | None = Field(default=None, ge=0, le=100)
-    vibration: bool | None = None
-    alarm_x: bool | None = None
-    alarm_y: bool | None = None
-    alarm_z: bool | None = None
-    event: ManholeEvent | None = None
-
-    @model_validator(mode="after")
-    def _has_measurement(self) -> Self:
-        if all(getattr(self, key) is None for key in MEASUREMENTS):
-            # Error type "missing" so the gateway counts it as missing_field.
-            raise PydanticCustomError(
-                "missing", "manhole message carries no reading (angles, tilt, state, levels...)"
-            )
-        return self
-
-
+#: The field table: the model's ranges come from here.
 FIELDS: tuple[FieldSpec, ...] = (
-    FieldSpec("angle_x", "float", "°", -180, 180, "rotation about the device x axis"),
-    FieldSpec("angle_y", "float", "°", -180, 180, "rotation about the device y axis"),
-    FieldSpec("angle_z", "float", "°", -180, 180, "rotation about the device z axis"),
-    FieldSpec("tilt", "float", "°", 0, 180, "overall tilt from the installed position"),
+    FieldSpec("angle_x", "float", "°", -MAX_ANGLE, MAX_ANGLE, "rotation about the device x axis"),
+    FieldSpec("angle_y", "float", "°", -MAX_ANGLE, MAX_ANGLE, "rotation about the device y axis"),
+    FieldSpec("angle_z", "float", "°", -MAX_ANGLE, MAX_ANGLE, "rotation about the device z axis"),
+    FieldSpec("tilt", "float", "°", 0, MAX_ANGLE, "overall tilt from the installed position"),
     FieldSpec("state", "str", "", None, None, "cover state", STATES),
     FieldSpec("water_level", "float", "cm", 0, MAX_DEPTH_CM, "water height above the well bottom"),
     FieldSpec(
@@ -96,6 +64,39 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("event", "str", "", None, None, "what an event message reports", EVENTS),
     *COMMON_FIELDS,
 )
+
+
+class ManholeReading(Reading):
+    """One manhole cover report: angles, overall tilt, cover state, water and gas levels.
+
+    Angles are relative to the installed (calibrated) position; ``tilt`` is derived from
+    ``angle_x`` and ``angle_y`` when the device does not send it (see ``derive_tilt``), and
+    ``water_gap`` from ``water_level`` and the ``depth_cm`` install parameter.
+    """
+
+    angle_x: float | None = bounded(FIELDS, "angle_x")
+    angle_y: float | None = bounded(FIELDS, "angle_y")
+    angle_z: float | None = bounded(FIELDS, "angle_z")
+    tilt: float | None = bounded(FIELDS, "tilt")
+    state: CoverState | None = None
+    water_level: float | None = bounded(FIELDS, "water_level")
+    water_gap: float | None = bounded(FIELDS, "water_gap")
+    ch4: float | None = bounded(FIELDS, "ch4")
+    h2s: float | None = bounded(FIELDS, "h2s")
+    vibration: bool | None = None
+    alarm_x: bool | None = None
+    alarm_y: bool | None = None
+    alarm_z: bool | None = None
+    event: ManholeEvent | None = None
+
+    @model_validator(mode="after")
+    def _has_measurement(self) -> Self:
+        if all(getattr(self, key) is None for key in MEASUREMENTS):
+            # Error type "missing" so the gateway counts it as missing_field.
+            raise PydanticCustomError(
+                "missing", "manhole message carries no reading (angles, tilt, state, levels...)"
+            )
+        return self
 
 
 def _is_number_in(value: object, low: float, high: float) -> TypeGuard[float]:
@@ -132,7 +133,10 @@ def derive_tilt(raw: dict[str, Any], params: Mapping[str, str]) -> dict[str, Any
     if raw.get("tilt") is not None:
         return raw
     angle_x, angle_y = raw.get("angle_x"), raw.get("angle_y")
-    if not (_is_number_in(angle_x, -180, 180) and _is_number_in(angle_y, -180, 180)):
+    if not (
+        _is_number_in(angle_x, -MAX_ANGLE, MAX_ANGLE)
+        and _is_number_in(angle_y, -MAX_ANGLE, MAX_ANGLE)
+    ):
         return raw
     return {**raw, "tilt": tilt_from_angles(angle_x, angle_y)}
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from pydantic import Field
-
-from devices.base import COMMON_FIELDS, FieldSpec, Reading
+from devices.base import COMMON_FIELDS, FieldSpec, Reading, bounded
 
 SmokeState = Literal["normal", "alarm", "silenced", "fault", "tamper", "test", "low_battery"]
 SmokeEvent = Literal["alarm_raised", "alarm_cleared", "silenced", "tamper", "fault", "self_test"]
@@ -18,15 +16,7 @@ EVENTS: tuple[str, ...] = get_args(SmokeEvent)
 ALARM_SMOKE_DB_M = 0.15
 
 
-class SmokeReading(Reading):
-    """One message of a smoke alarm: its state, the chamber reading and an optional event."""
-
-    state: SmokeState
-    smoke: float | None = Field(default=None, ge=0, le=2.0)
-    temperature: float | None = Field(default=None, ge=-20, le=85)
-    event: SmokeEvent | None = None
-
-
+#: The field table: the model's ranges come from here.
 FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("state", "str", "", None, None, "device state machine", STATES),
     FieldSpec("smoke", "float", "dB/m", 0, 2.0, "optical obscuration in the smoke chamber"),
@@ -34,6 +24,16 @@ FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("event", "str", "", None, None, "what just happened (event messages)", EVENTS),
     *COMMON_FIELDS,
 )
+
+
+class SmokeReading(Reading):
+    """One message of a smoke alarm: its state, the chamber reading and an optional event."""
+
+    state: SmokeState
+    smoke: float | None = bounded(FIELDS, "smoke")
+    temperature: float | None = bounded(FIELDS, "temperature")
+    event: SmokeEvent | None = None
+
 
 #: Model fields deliberately not written to InfluxDB (none for this kind).
 NOT_WRITTEN: frozenset[str] = frozenset()

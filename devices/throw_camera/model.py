@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import Field, Strict, computed_field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from devices.base import COMMON_FIELDS, FieldSpec, Reading
+from devices.base import COMMON_FIELDS, FieldSpec, Reading, bounded
 
 CameraEvent = Literal["throw", "occlusion", "offline", "online", "heartbeat"]
 ObjectSize = Literal["small", "medium", "large"]
@@ -19,7 +19,21 @@ MAX_FLOOR = 100
 MAX_TRAJECTORY_POINTS = 500
 MAX_URL_CHARS = 512
 
-Floor = Annotated[int, Field(ge=1, le=MAX_FLOOR)]
+#: The field table: the model's ranges come from here.
+FIELDS: tuple[FieldSpec, ...] = (
+    FieldSpec("event", "str", "", None, None, "analytics or camera health event", EVENTS),
+    FieldSpec("facade", "str", "", None, None, "building facade the camera watches"),
+    FieldSpec("floor_estimate", "int", "floor", 1, MAX_FLOOR, "estimated floor of origin"),
+    FieldSpec("floor_low", "int", "floor", 1, MAX_FLOOR, "lowest likely floor of origin"),
+    FieldSpec("floor_high", "int", "floor", 1, MAX_FLOOR, "highest likely floor of origin"),
+    FieldSpec("confidence", "float", "", 0, 1, "analytics confidence"),
+    FieldSpec("object_size", "str", "", None, None, "estimated object size", OBJECT_SIZES),
+    FieldSpec("trajectory_points", "int", "", 0, MAX_TRAJECTORY_POINTS, "track length"),
+    FieldSpec("snapshot_url", "str", "", None, None, "evidence snapshot in the video platform"),
+    FieldSpec("clip_url", "str", "", None, None, "evidence video clip in the video platform"),
+    *COMMON_FIELDS,
+)
+
 #: One track point: milliseconds since the track started, then image x and y in pixels.
 #: Readings are strict (``Reading``); the tuples alone are not, so that the list a JSON array
 #: decodes to is taken as a tuple on the regular path too. Their items stay strict numbers.
@@ -42,10 +56,10 @@ class ThrowCameraReading(Reading):
 
     event: CameraEvent
     facade: str | None = Field(default=None, min_length=1, max_length=64)
-    floor_estimate: Floor | None = None
-    floor_low: Floor | None = None
-    floor_high: Floor | None = None
-    confidence: float | None = Field(default=None, ge=0, le=1)
+    floor_estimate: int | None = bounded(FIELDS, "floor_estimate")
+    floor_low: int | None = bounded(FIELDS, "floor_low")
+    floor_high: int | None = bounded(FIELDS, "floor_high")
+    confidence: float | None = bounded(FIELDS, "confidence")
     object_size: ObjectSize | None = None
     trajectory: Annotated[tuple[TrajectoryPoint, ...], Strict(False)] | None = Field(
         default=None, max_length=MAX_TRAJECTORY_POINTS
@@ -108,20 +122,6 @@ class ThrowCameraReading(Reading):
         """How many track points came with the event (the track itself is not stored)."""
         return None if self.trajectory is None else len(self.trajectory)
 
-
-FIELDS: tuple[FieldSpec, ...] = (
-    FieldSpec("event", "str", "", None, None, "analytics or camera health event", EVENTS),
-    FieldSpec("facade", "str", "", None, None, "building facade the camera watches"),
-    FieldSpec("floor_estimate", "int", "floor", 1, MAX_FLOOR, "estimated floor of origin"),
-    FieldSpec("floor_low", "int", "floor", 1, MAX_FLOOR, "lowest likely floor of origin"),
-    FieldSpec("floor_high", "int", "floor", 1, MAX_FLOOR, "highest likely floor of origin"),
-    FieldSpec("confidence", "float", "", 0, 1, "analytics confidence"),
-    FieldSpec("object_size", "str", "", None, None, "estimated object size", OBJECT_SIZES),
-    FieldSpec("trajectory_points", "int", "", 0, MAX_TRAJECTORY_POINTS, "track length"),
-    FieldSpec("snapshot_url", "str", "", None, None, "evidence snapshot in the video platform"),
-    FieldSpec("clip_url", "str", "", None, None, "evidence video clip in the video platform"),
-    *COMMON_FIELDS,
-)
 
 #: Model fields kept on the reading but not written to InfluxDB.
 NOT_WRITTEN: frozenset[str] = frozenset({"trajectory"})

@@ -116,7 +116,7 @@ def _bound(metadata: list[Any], names: tuple[str, str]) -> float | None:
     for item in metadata:
         inner = _bound(item.metadata, names) if isinstance(item, FieldInfo) else None
         value = next((getattr(item, n) for n in names if getattr(item, n, None) is not None), inner)
-        found = float(value) if value is not None else found
+        found = value if value is not None else found  # exact: int64 bounds are no floats
     return found
 
 
