@@ -1,4 +1,7 @@
-"""What the MQTT source hands out: batches of messages, and the messages it refused itself.
+"""The source interface: what a source hands out (batches of messages, and the messages it
+refused itself) and what the running service asks of it (:class:`Source`). The MQTT source
+(``gateway.sources.mqtt``) is the first one; an HTTP push, LoRaWAN or NATS source implements
+the same and the pipeline does not notice.
 
 What a retained message means to us: we subscribe with Retain As Published off, so the
 broker clears the RETAIN flag on all it forwards live, including what it queued in our
@@ -17,6 +20,7 @@ Oversized messages (gateway.sources.mqtt.large) are refused the same way, as ``o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 #: Message ``i`` of a batch was received at ``received_ns + i * RECEIVE_STEP_NS``, so that
 #: readings without a device ``ts`` of one device in one batch are distinct points.
@@ -73,3 +77,34 @@ def ack_order(mids: list[int], refused: list[Refused]) -> list[int]:
             out.append(item.mid)
     out.extend(m for m in mids[done:] if m)
     return out
+
+
+class Source(Protocol):
+    """Messages in, acknowledgement out once a batch is durable (DESIGN.md: one small
+    interface, so the pipeline does not care where messages come from)."""
+
+    @property
+    def generation(self) -> int:
+        """Which connection the batches come from now; a batch of an earlier one (its
+        ``generation``) is not acknowledged but delivered again by the other side."""
+        ...
+
+    async def start(self) -> None:
+        """Begin receiving (connect, subscribe; reconnect on its own while running)."""
+        ...
+
+    async def next_batch(self, timeout: float | None = None) -> Batch | None:
+        """The next batch, or None when none came within ``timeout`` seconds."""
+        ...
+
+    def ack(self, batch: Batch) -> None:
+        """The batch (and the messages it refused) is durable: acknowledge it upstream."""
+        ...
+
+    def drop_connection(self) -> None:
+        """End the current connection so that what is unacknowledged comes again."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop receiving; what is unacknowledged stays with the other side."""
+        ...

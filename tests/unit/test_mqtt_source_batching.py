@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 
+from gateway.sources.batch import Source
 from gateway.sources.mqtt.source import MqttSource, SourceOptions
 
 
@@ -52,3 +54,12 @@ def test_batch_max_still_seals() -> None:
     sizes, waited = _run(SourceOptions(linger_s=1.0, batch_max=2), topics)
     assert sizes == [2, 2, 1]
     assert waited < 0.5
+
+
+def test_the_mqtt_source_is_a_source() -> None:
+    source: Source = MqttSource(SourceOptions())  # mypy checks the protocol's signatures
+    for name in ("start", "next_batch", "stop"):
+        assert inspect.iscoroutinefunction(getattr(source, name)), name
+    for name in ("ack", "drop_connection"):
+        assert not inspect.iscoroutinefunction(getattr(source, name)), name
+    assert source.generation == 0
