@@ -27,7 +27,7 @@ PROP_RECEIVE_MAXIMUM = 0x21
 PROP_MAXIMUM_PACKET_SIZE = 0x27
 
 # Flags of a PUBLISH packet's first byte.
-PUBLISH_RETAIN = 0x01  # delivered to us from the broker's retained store (see mqtt_source)
+PUBLISH_RETAIN = 0x01  # delivered to us from the broker's retained store (see .source)
 PUBLISH_DUP = 0x08  # a resend of a PUBLISH the broker sent before (same packet id)
 
 # SUBSCRIBE option Retain Handling (MQTT 5, 3.8.3.1): 0 send retained messages on every
